@@ -1,0 +1,167 @@
+"""The versioned model artifact: CNN-LSTM weights plus all that scoring needs.
+
+An artifact is a folder ``<warehouse>/<database>/_models/v<N>/`` holding
+``model.keras`` (the Keras model) and ``artifact.json`` (features, scaler
+parameters, LIME's training statistics, package versions). TensorFlow is
+imported only inside the functions that need it, so that importing this module
+on the driver stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ModelArtifact", "build_model", "robust_scale", "load_artifact", "load_keras_model",
+           "predict_probabilities", "package_versions"]
+
+ARTIFACT_FILE = "artifact.json"
+MODEL_FILE = "model.keras"
+
+
+@dataclass
+class ModelArtifact:
+    """Everything needed to score and explain flows with one trained model.
+
+    Attributes
+    ----------
+    version : int
+        Model version, also the suffix of the artifact folder.
+    features : list of str
+        Canonical feature names, in the order of the model's time steps.
+    display_names : list of str
+        CICFlowMeter names of ``features``, shown in explanations.
+    scaler_median, scaler_range : list of float
+        RobustScaler centre and interquartile range per feature, fitted on the
+        training split; a range of 0 scales by 1, as scikit-learn does.
+    lime_stats : dict
+        LIME's ``training_data_stats`` (quartile bins and per-bin moments) of the
+        training split, in raw feature units.
+    """
+
+    version: int
+    features: list[str]
+    display_names: list[str]
+    scaler_median: list[float]
+    scaler_range: list[float]
+    lime_stats: dict[str, Any]
+    threshold: float = 0.5
+    architecture: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    packages: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+
+    def save(self, folder: Path, model: Any) -> Path:
+        """Write the Keras model and ``artifact.json`` into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=False)
+        model.save(str(folder / MODEL_FILE))
+        self.path = str(folder)
+        (folder / ARTIFACT_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        return folder
+
+
+def load_artifact(folder: str | Path) -> ModelArtifact:
+    """Read ``artifact.json`` from an artifact folder."""
+    path = Path(folder) / ARTIFACT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"model artifact not found: {path}: run `pea train` first")
+    values = json.loads(path.read_text(encoding="utf-8"))
+    values["path"] = str(Path(folder))
+    return ModelArtifact(**values)
+
+
+def build_model(steps: int, conv_filters: list[int], kernel_size: int, lstm_units: int,
+                dropout: float):
+    """Build the CNN-LSTM: Conv1D layers (ReLU), one LSTM, a sigmoid output.
+
+    Each selected feature is one time step with one channel, so the input shape
+    is ``(steps, 1)``. Convolutions use ``same`` padding, so 15 features keep
+    15 steps through both layers.
+    """
+    import tensorflow as tf
+
+    layers = [tf.keras.Input(shape=(steps, 1))]
+    for filters in conv_filters:
+        layers.append(tf.keras.layers.Conv1D(filters, kernel_size, padding="same",
+                                             activation="relu"))
+    layers.append(tf.keras.layers.LSTM(lstm_units, dropout=dropout))
+    layers.append(tf.keras.layers.Dense(1, activation="sigmoid"))
+    return tf.keras.Sequential(layers)
+
+
+def robust_scale(values: np.ndarray, median: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Scale raw feature values like scikit-learn's RobustScaler, as float32.
+
+    Features whose interquartile range is 0 are divided by 1. CICFlowMeter
+    features are heavy-tailed, so the result is then compressed with
+    ``sign(x) * log1p(|x|)``, which keeps order and sign.
+    """
+    safe = np.where(scale > 0, scale, 1.0)
+    scaled = (values - median) / safe
+    return (np.sign(scaled) * np.log1p(np.abs(scaled))).astype(np.float32)
+
+
+_MODELS: dict[str, Any] = {}
+
+
+def set_tensorflow_threads(threads: int) -> None:
+    """Limit TensorFlow's thread pools; call before TensorFlow runs its first operation."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # already initialised in this process; the earlier setting stays
+
+
+def load_keras_model(folder: str) -> Any:
+    """Load the Keras model of an artifact once per Python process and cache it."""
+    model = _MODELS.get(folder)
+    if model is None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        model = tf.keras.models.load_model(os.path.join(folder, MODEL_FILE), compile=False)
+        _MODELS[folder] = model
+    return model
+
+
+def predict_probabilities(model: Any, artifact: ModelArtifact, raw: np.ndarray,
+                          batch_size: int) -> np.ndarray:
+    """Attack probability of each row of raw (unscaled) features, shape ``(n,)``."""
+    if raw.shape[0] == 0:
+        return np.zeros(0, dtype=np.float64)
+    scaled = robust_scale(raw, np.asarray(artifact.scaler_median),
+                          np.asarray(artifact.scaler_range))
+    inputs = scaled.reshape(scaled.shape[0], scaled.shape[1], 1)
+    outputs = []
+    for start in range(0, inputs.shape[0], batch_size):
+        batch = inputs[start:start + batch_size]
+        outputs.append(np.asarray(model(batch, training=False)).reshape(-1))
+    result = np.concatenate(outputs).astype(np.float64)
+    if result.shape[0] != raw.shape[0]:
+        raise RuntimeError(f"model returned {result.shape[0]} predictions for "
+                           f"{raw.shape[0]} rows")
+    return result
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape a model's results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["pea-spark", "pyspark", "delta-spark", "tensorflow-cpu", "keras", "horovod",
+             "petastorm", "pyarrow", "numpy", "pandas", "scikit-learn", "imbalanced-learn",
+             "lime"]
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found

@@ -1,0 +1,188 @@
+"""The ``pea`` command line: one subcommand per pipeline stage, plus ``run`` and ``sql``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pea_spark.config import ConfigError, PeaConfig, load_config
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("pea_spark.cli")
+
+STAGES = ["ingest", "clean", "select", "split", "train", "evaluate", "score", "explain"]
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    # Global options are accepted before and after the subcommand, so that
+    # `spark-submit jobs/train.py --set train.epochs=5` works too.
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help="YAML settings profile (default: built-in defaults, as in "
+                             "conf/local.yaml)")
+    parser.add_argument("--warehouse", metavar="DIR", default=default,
+                        help="folder of the Delta tables (default: ./warehouse)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=default,
+                        dest="overrides",
+                        help="override one setting, e.g. --set train.epochs=5; repeatable")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="log warnings and errors only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of ``pea``."""
+    parser = argparse.ArgumentParser(
+        prog="pea",
+        description="pea-spark: explainable CNN-LSTM intrusion detection on Apache Spark.",
+    )
+    _add_global_options(parser, argparse.SUPPRESS)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[common])
+
+    ingest = add("ingest", "load CICFlowMeter CSV files or folders into the bronze table")
+    ingest.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                        help="CSV files or folders searched recursively for *.csv")
+    add("clean", "clean bronze into silver: doubles, labels, duplicates removed")
+    add("select", "rank features by information gain, keep the top ones with low VIF")
+    add("split", "stratified train/test split and k-fold assignment")
+    add("train", "train the CNN-LSTM with Horovod and save a versioned model")
+    for name, text in [("evaluate", "score the test split and write the metrics table"),
+                       ("score", "score flows into the predictions table"),
+                       ("explain", "explain flows with LIME into the explanations table")]:
+        sub = add(name, text)
+        sub.add_argument("--model-version", type=int, metavar="N",
+                         help="model version to use (default: the newest)")
+        if name != "evaluate":
+            sub.add_argument("--input", nargs="+", metavar="PATH",
+                             help="CSV files or folders to read (default: the silver table); "
+                                  "a label column is not needed")
+    explain = commands.choices["explain"]
+    explain.add_argument("--flows", choices=["attacks", "all", "sample"],
+                         help="which flows to explain (default: attacks, the flows predicted "
+                              "as attacks)")
+    run = add("run", "run every stage in order, from CSV files to explained predictions")
+    run.add_argument("--input", nargs="+", metavar="PATH",
+                     help="CSV files or folders (default: a small synthetic example archive)")
+    sql = add("sql", "run a Spark SQL query over the tables and print the result")
+    sql.add_argument("query", help='for example "SELECT * FROM pea.predictions LIMIT 5"')
+    sql.add_argument("--limit", type=int, default=50, help="rows to print (default: 50)")
+    example = add("example", "write the synthetic example archive to a folder")
+    example.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
+    example.add_argument("--rows", type=int, default=6000, help="flows to write (default: 6000)")
+    return parser
+
+
+def configure_logging(quiet: bool) -> None:
+    """Log pea-spark's stages at INFO and other libraries at WARNING, to stderr."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pea_spark").setLevel(logging.WARNING if quiet else logging.INFO)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _format_metrics(result: dict[str, Any]) -> str:
+    lines = [f"Test metrics of model v{result['model_version']} (run {result['run_id']}):"]
+    for name in ["accuracy", "precision", "recall", "f1", "specificity", "roc_auc",
+                 "average_precision"]:
+        value = result[name]
+        lines.append(f"  {name:<18} {'n/a' if math.isnan(value) else f'{value:.4f}'}")
+    lines.append("  confusion matrix   predicted BENIGN  predicted ATTACK")
+    lines.append(f"    actual BENIGN    {result['true_negatives']:>16}  "
+                 f"{result['false_positives']:>16}")
+    lines.append(f"    actual ATTACK    {result['false_negatives']:>16}  "
+                 f"{result['true_positives']:>16}")
+    return "\n".join(lines)
+
+
+def _dispatch(args: argparse.Namespace, config: PeaConfig) -> None:
+    if args.command == "example":
+        from pea_spark.example import write_example_archive
+
+        for path in write_example_archive(args.output, rows=args.rows, seed=config.seed):
+            print(path)
+        return
+    from pea_spark.session import create_session
+
+    spark = create_session(config)
+    try:
+        _run_command(args, config, spark)
+    finally:
+        spark.stop()
+
+
+def _run_command(args: argparse.Namespace, config: PeaConfig, spark: Any) -> None:
+    from pea_spark import pipeline
+    from pea_spark.clean import clean
+    from pea_spark.evaluate import evaluate
+    from pea_spark.explain import explain
+    from pea_spark.ingest import ingest
+    from pea_spark.score import score
+    from pea_spark.selection import select
+    from pea_spark.split import split
+    from pea_spark.train import train
+
+    inputs = getattr(args, "input", None)
+    version = getattr(args, "model_version", None)
+    actions: dict[str, Callable[[], Any]] = {
+        "ingest": lambda: ingest(spark, config, inputs),
+        "clean": lambda: clean(spark, config),
+        "select": lambda: select(spark, config),
+        "split": lambda: split(spark, config),
+        "train": lambda: train(spark, config).path,
+        "evaluate": lambda: evaluate(spark, config, version),
+        "score": lambda: score(spark, config, inputs, version),
+        "explain": lambda: explain(spark, config, inputs, version),
+        "run": lambda: pipeline.run_pipeline(spark, config, inputs),
+    }
+    if args.command == "sql":
+        spark.sql(args.query).show(args.limit, truncate=False)
+        return
+    result = actions[args.command]()
+    if args.command == "evaluate":
+        print(_format_metrics(result))
+    elif args.command == "run":
+        print(_format_metrics(result["evaluate"]))
+        print(f"Predictions: {result['score']['flows']} flows scored, "
+              f"{result['score']['attacks']} predicted attacks; explanations: "
+              f"{result['explain']['flows']} flows. Query them with "
+              f"pea sql \"SELECT * FROM {config.database}.predictions\"")
+    else:
+        print(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``pea``; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    configure_logging(getattr(args, "quiet", False))
+    overrides = list(getattr(args, "overrides", []))
+    if getattr(args, "warehouse", None):
+        overrides.append(f"warehouse={args.warehouse}")
+    if getattr(args, "flows", None):
+        overrides.append(f"explain.flows={args.flows}")
+    try:
+        config = load_config(getattr(args, "config", None), overrides)
+    except (ConfigError, FileNotFoundError) as error:
+        logger.error("%s", error)
+        return 2
+    try:
+        _dispatch(args, config)
+    except (ValueError, FileNotFoundError) as error:
+        logger.error("%s failed: %s", args.command, error)
+        return 2
+    except Exception:
+        logger.exception("%s failed with an unexpected error", args.command)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

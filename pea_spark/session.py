@@ -1,0 +1,165 @@
+"""SparkSession with Delta Lake, and the catalog of pea-spark's tables."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+from pea_spark.config import PeaConfig
+
+__all__ = [
+    "TABLES",
+    "create_session",
+    "read_table",
+    "register_tables",
+    "table_exists",
+    "table_path",
+    "write_table",
+]
+
+logger = logging.getLogger(__name__)
+
+# Every Delta table pea-spark writes, by its name in the catalog database.
+TABLES = (
+    "bronze",
+    "quarantine",
+    "ingest_audit",
+    "silver",
+    "clean_report",
+    "feature_ranking",
+    "splits",
+    "models",
+    "metrics",
+    "predictions",
+    "explanations",
+)
+
+
+def create_session(config: PeaConfig) -> SparkSession:
+    """Create (or reuse) a SparkSession with Delta Lake and register the warehouse tables.
+
+    Delta's jars are resolved from Maven Central by Spark's Ivy on first use and
+    cached under ``~/.ivy2``; set ``spark.jars`` in ``spark.conf`` to use local jars.
+    """
+    from delta import configure_spark_with_delta_pip
+
+    # Executors must run the driver's interpreter, which has the project installed.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    warehouse = config.warehouse_path
+    builder = (
+        SparkSession.builder.master(config.spark.master)
+        .appName(config.spark.app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog",
+                "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.warehouse.dir", str(warehouse / "_spark"))
+        .config("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
+        .config("spark.driver.memory", config.spark.driver_memory)
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+    )
+    for key, value in config.spark.conf.items():
+        builder = builder.config(key, value)
+    if "spark.jars" in config.spark.conf:
+        spark = builder.getOrCreate()
+    else:
+        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    register_tables(spark, config)
+    return spark
+
+
+def table_path(config: PeaConfig, name: str) -> Path:
+    """Return the folder of Delta table ``name`` under the warehouse."""
+    return config.warehouse_path / config.database / name
+
+
+def register_tables(spark: SparkSession, config: PeaConfig) -> list[str]:
+    """Register every Delta table found in the warehouse in the session's catalog.
+
+    Spark's default catalog lives in memory, so each new session registers the
+    tables again from their folders; ``SELECT * FROM pea.predictions`` then works
+    in any session that points at the same warehouse.
+
+    Returns
+    -------
+    list of str
+        Names of the tables registered.
+    """
+    database = config.database
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+    registered = []
+    for name in TABLES:
+        path = table_path(config, name)
+        if (path / "_delta_log").is_dir():
+            spark.sql(
+                f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{path}'"
+            )
+            registered.append(name)
+    if "explanations" in registered:
+        spark.sql(
+            f"CREATE OR REPLACE VIEW {database}.feature_influence AS "
+            f"SELECT model_version, feature, AVG(ABS(weight)) AS mean_abs_weight, "
+            f"COUNT(DISTINCT flow_key) AS flows "
+            f"FROM {database}.explanations GROUP BY model_version, feature"
+        )
+    return registered
+
+
+def write_table(
+    df: DataFrame,
+    config: PeaConfig,
+    name: str,
+    mode: str = "overwrite",
+    replace_where: str | None = None,
+) -> Path:
+    """Write ``df`` to the Delta table ``name`` and register it in the catalog.
+
+    Parameters
+    ----------
+    mode : {"overwrite", "append"}
+        Delta save mode; ``overwrite`` also replaces the schema.
+    replace_where : str, optional
+        With ``mode="overwrite"``, replace only the rows matching this predicate.
+    """
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}: expected one of {', '.join(TABLES)}")
+    path = table_path(config, name)
+    writer = df.write.format("delta").mode(mode)
+    if replace_where is not None:
+        writer = writer.option("replaceWhere", replace_where)
+    elif mode == "overwrite":
+        writer = writer.option("overwriteSchema", "true")
+    else:
+        writer = writer.option("mergeSchema", "true")
+    writer.save(str(path))
+    register_tables(df.sparkSession, config)
+    return Path(path)
+
+
+def table_exists(config: PeaConfig, name: str) -> bool:
+    """Tell whether Delta table ``name`` exists in the warehouse."""
+    return (table_path(config, name) / "_delta_log").is_dir()
+
+
+def read_table(spark: SparkSession, config: PeaConfig, name: str) -> DataFrame:
+    """Read Delta table ``name``, or raise FileNotFoundError naming the stage that writes it."""
+    writers = {
+        "bronze": "ingest", "silver": "clean", "feature_ranking": "select", "splits": "split",
+        "models": "train", "predictions": "score", "explanations": "explain",
+    }
+    if not table_exists(config, name):
+        stage = writers.get(name, "the stage that writes it")
+        raise FileNotFoundError(
+            f"table {config.database}.{name} not found in warehouse {config.warehouse_path}: "
+            f"run `pea {stage}` first, or point --warehouse at the folder that holds it"
+        )
+    return spark.read.format("delta").load(str(table_path(config, name)))
+

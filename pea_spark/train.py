@@ -1,0 +1,351 @@
+"""Train the CNN-LSTM with Horovod across Spark tasks, fed by Petastorm.
+
+Steps, all on the training split:
+
+1. Spark ML's RobustScaler is fitted on the training rows (validation fold excluded).
+2. SMOTE (imbalanced-learn) balances the scaled training rows inside each Spark
+   partition (``mapInPandas``); one partition per ``train.smote_partition_rows``
+   rows keeps it exact on small tables and distributed on large ones.
+3. Petastorm materialises the balanced rows and the validation fold as Parquet;
+   each Horovod rank reads its own shard of both.
+4. ``horovod.spark.run`` starts ``train.num_proc`` ranks (Gloo) that train with
+   ``hvd.DistributedOptimizer`` and stop early on the rank-averaged validation loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.ml.feature import RobustScaler, VectorAssembler
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pea_spark.artifact import ModelArtifact, build_model, package_versions, robust_scale
+from pea_spark.config import PeaConfig
+from pea_spark.schema import DISPLAY_NAMES
+from pea_spark.selection import bin_index, quantile_edges, selected_features
+from pea_spark.session import read_table, table_exists, table_path, write_table
+from pea_spark.split import labelled_flows
+
+__all__ = ["train", "fit_scaler", "lime_training_stats", "balance_with_smote", "run_horovod"]
+
+logger = logging.getLogger(__name__)
+
+# LIME adds this to every per-bin standard deviation so that sampling never divides by 0.
+_LIME_STD_FLOOR = 1e-11
+
+
+def training_rows(spark: SparkSession, config: PeaConfig, features: list[str]) -> DataFrame:
+    """Join silver's features with the train split: ``flow_key``, features, ``is_attack``,
+    ``fold``."""
+    silver = labelled_flows(spark, config)
+    splits = read_table(spark, config, "splits").filter(F.col("split") == "train")
+    return silver.select("flow_key", *features).join(splits, "flow_key").select(
+        "flow_key", *features, "is_attack", "fold"
+    )
+
+
+def fit_scaler(rows: DataFrame, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Fit Spark ML's RobustScaler (quartiles 0.25 and 0.75) and return (median, range)."""
+    assembled = VectorAssembler(inputCols=features, outputCol="_raw").transform(rows)
+    model = RobustScaler(inputCol="_raw", outputCol="_scaled", withCentering=True,
+                         withScaling=True, lower=0.25, upper=0.75).fit(assembled)
+    return np.asarray(model.median.toArray()), np.asarray(model.range.toArray())
+
+
+def lime_training_stats(rows: DataFrame, features: list[str]) -> dict[str, Any]:
+    """LIME's ``training_data_stats`` for quartile discretisation, computed by Spark.
+
+    Returns
+    -------
+    dict
+        ``bins`` (quartile edges), ``means``, ``stds``, ``mins``, ``maxs``,
+        ``feature_values`` and ``feature_frequencies``, each keyed by the
+        feature's position, as ``lime.lime_tabular.LimeTabularExplainer`` expects.
+    """
+    edges = quantile_edges(rows, features, [0.25, 0.5, 0.75])
+    bounds = rows.agg(*[F.min(f).alias(f"lo_{i}") for i, f in enumerate(features)],
+                      *[F.max(f).alias(f"hi_{i}") for i, f in enumerate(features)]).first()
+    cells = F.array(*[
+        F.struct(F.lit(i).alias("feature"), bin_index(F.col(f), edges[f]).alias("bin"),
+                 F.col(f).cast("double").alias("value"))
+        for i, f in enumerate(features)
+    ])
+    moments = (
+        rows.select(F.explode(cells).alias("c"))
+        .groupBy("c.feature", "c.bin")
+        .agg(F.count("*").alias("n"), F.avg("c.value").alias("mean"),
+             F.stddev_pop("c.value").alias("std"))
+        .collect()
+    )
+    by_cell = {(r["feature"], r["bin"]): r for r in moments}
+    stats: dict[str, Any] = {k: {} for k in ["bins", "means", "stds", "mins", "maxs",
+                                             "feature_values", "feature_frequencies"]}
+    for i, feature in enumerate(features):
+        qts = edges[feature]
+        cells_of = [by_cell.get((i, b)) for b in range(len(qts) + 1)]
+        stats["bins"][i] = qts
+        stats["means"][i] = [float(c["mean"]) if c else 0.0 for c in cells_of]
+        stats["stds"][i] = [(float(c["std"] or 0.0) if c else 0.0) + _LIME_STD_FLOOR
+                            for c in cells_of]
+        stats["mins"][i] = [float(bounds[f"lo_{i}"])] + qts
+        stats["maxs"][i] = qts + [float(bounds[f"hi_{i}"])]
+        stats["feature_values"][i] = list(range(len(qts) + 1))
+        stats["feature_frequencies"][i] = [int(c["n"]) if c else 0 for c in cells_of]
+    return stats
+
+
+def balance_with_smote(rows: DataFrame, features: list[str], median: np.ndarray,
+                       scale: np.ndarray, config: PeaConfig) -> DataFrame:
+    """Scale rows and oversample the minority class with SMOTE inside each partition.
+
+    Returns
+    -------
+    DataFrame
+        ``features`` (array<float>, scaled) and ``label`` (float).
+
+    Notes
+    -----
+    Rows are hash-partitioned by ``flow_key`` into one partition per
+    ``train.smote_partition_rows`` rows, so neighbours are searched within a
+    partition. A class with fewer than 2 rows in a partition is passed through
+    without oversampling.
+    """
+    count = rows.count()
+    partitions = max(1, math.ceil(count / config.train.smote_partition_rows))
+    k, seed = config.train.smote_k, config.seed
+    columns = list(features)
+
+    def oversample(batches):
+        from imblearn.over_sampling import SMOTE
+
+        frame = pd.concat(list(batches), ignore_index=True)
+        if frame.empty:
+            return
+        x = robust_scale(frame[columns].to_numpy(np.float64), median, scale)
+        y = frame["is_attack"].to_numpy(np.int64)
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) == 2 and counts.min() >= 2 and counts.min() < counts.max():
+            neighbours = int(min(k, counts.min() - 1))
+            x, y = SMOTE(k_neighbors=neighbours, random_state=seed).fit_resample(x, y)
+        yield pd.DataFrame({"features": list(x.astype(np.float32)),
+                            "label": y.astype(np.float32)})
+
+    shuffled = rows.repartition(partitions, F.xxhash64("flow_key", F.lit(seed)))
+    return shuffled.mapInPandas(oversample, "features array<float>, label float")
+
+
+def scale_rows(rows: DataFrame, features: list[str], median: np.ndarray,
+               scale: np.ndarray) -> DataFrame:
+    """Scale rows without resampling: ``features`` (array<float>) and ``label`` (float)."""
+    columns = list(features)
+
+    def transform(batches):
+        for frame in batches:
+            x = robust_scale(frame[columns].to_numpy(np.float64), median, scale)
+            yield pd.DataFrame({"features": list(x), "label": frame["is_attack"]
+                                .to_numpy(np.float32)})
+
+    return rows.mapInPandas(transform, "features array<float>, label float")
+
+
+def _train_on_rank(train_converter, val_converter, settings: dict[str, Any]) -> dict[str, Any]:
+    """Body of one Horovod rank: build, train and return the model weights and history."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    from pea_spark.artifact import build_model, set_tensorflow_threads
+
+    set_tensorflow_threads(settings["threads"])
+    hvd.init()
+    tf.keras.utils.set_random_seed(settings["seed"])
+    steps = settings["steps"]
+    model = build_model(steps, settings["conv_filters"], settings["kernel_size"],
+                        settings["lstm_units"], settings["dropout"])
+    optimizer = hvd.DistributedOptimizer(
+        tf.keras.optimizers.Adam(learning_rate=settings["learning_rate"]))
+    model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy"])
+    callbacks = [
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        # Averaging first makes every rank take the same early-stopping decision.
+        hvd.callbacks.MetricAverageCallback(),
+        tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings["patience"],
+                                         restore_best_weights=True),
+    ]
+    batch = settings["batch_size"]
+
+    def to_inputs(rows):
+        return tf.reshape(rows.features, [-1, steps, 1]), rows.label
+
+    steps_per_epoch = max(1, len(train_converter) // (batch * hvd.size()))
+    validation_steps = max(1, len(val_converter) // (batch * hvd.size()))
+    with train_converter.make_tf_dataset(batch_size=batch, num_epochs=None,
+                                         cur_shard=hvd.rank(), shard_count=hvd.size(),
+                                         workers_count=1,
+                                         shuffling_queue_capacity=4096) as train_data, \
+            val_converter.make_tf_dataset(batch_size=batch, num_epochs=None,
+                                          cur_shard=hvd.rank(), shard_count=hvd.size(),
+                                          workers_count=1) as val_data:
+        history = model.fit(
+            train_data.map(to_inputs), validation_data=val_data.map(to_inputs),
+            epochs=settings["epochs"], steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps, callbacks=callbacks,
+            verbose=2 if hvd.rank() == 0 else 0,
+        )
+    return {
+        "rank": hvd.rank(),
+        "size": hvd.size(),
+        "pid": os.getpid(),
+        "weights": model.get_weights(),
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "steps_per_epoch": steps_per_epoch,
+    }
+
+
+def run_horovod(spark: SparkSession, config: PeaConfig, train_df: DataFrame,
+                val_df: DataFrame, steps: int) -> list[dict[str, Any]]:
+    """Train on ``train_df`` with ``horovod.spark.run``; return each rank's result, by rank.
+
+    Both DataFrames have ``features`` (array<float> of length ``steps``) and ``label``.
+    """
+    import horovod.spark
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+
+    cache = config.warehouse_path / config.database / "_petastorm"
+    cache.mkdir(parents=True, exist_ok=True)
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache.as_uri())
+    # Petastorm shards by Parquet row group: at least one file per rank keeps every shard fed.
+    shards = max(2, config.train.num_proc * 2)
+    train_converter = make_spark_converter(train_df.repartition(shards))
+    val_converter = make_spark_converter(val_df.repartition(shards))
+    settings = {
+        "steps": steps,
+        "seed": config.seed,
+        "epochs": config.train.epochs,
+        "batch_size": config.train.batch_size,
+        "learning_rate": config.train.learning_rate,
+        "patience": config.train.patience,
+        "conv_filters": list(config.train.conv_filters),
+        "kernel_size": config.train.kernel_size,
+        "lstm_units": config.train.lstm_units,
+        "dropout": config.train.dropout,
+        "threads": config.train.threads_per_rank,
+    }
+    try:
+        results = horovod.spark.run(
+            _train_on_rank, args=(train_converter, val_converter, settings),
+            num_proc=config.train.num_proc, use_gloo=True, verbose=1,
+        )
+    finally:
+        train_converter.delete()
+        val_converter.delete()
+    return sorted(results, key=lambda r: r["rank"])
+
+
+def _next_version(spark: SparkSession, config: PeaConfig) -> int:
+    if not table_exists(config, "models"):
+        return 1
+    latest = read_table(spark, config, "models").agg(F.max("model_version")).first()[0]
+    return int(latest or 0) + 1
+
+
+def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
+    """Fit the scaler, balance with SMOTE, train with Horovod, save the artifact and
+    append it to ``models``.
+
+    Returns
+    -------
+    ModelArtifact
+        The saved artifact, with its ``path`` set.
+    """
+    start = time.monotonic()
+    features = selected_features(spark, config)
+    rows = training_rows(spark, config, features).cache()
+    fold = config.split.validation_fold
+    fit_rows = rows.filter(F.col("fold") != fold)
+    val_rows = rows.filter(F.col("fold") == fold)
+    median, scale = fit_scaler(fit_rows, features)
+    stats = lime_training_stats(rows, features)
+    balanced = balance_with_smote(fit_rows, features, median, scale, config).cache()
+    counts = {r["label"]: r["count"] for r in balanced.groupBy("label").count().collect()}
+    logger.info("train: %d rows after SMOTE (attack %d, benign %d), %d validation rows",
+                sum(counts.values()), counts.get(1.0, 0), counts.get(0.0, 0), val_rows.count())
+    results = run_horovod(spark, config, balanced, scale_rows(val_rows, features, median, scale),
+                          len(features))
+    balanced.unpersist()
+    chief = results[0]
+    model = build_model(len(features), config.train.conv_filters, config.train.kernel_size,
+                        config.train.lstm_units, config.train.dropout)
+    model.set_weights(chief["weights"])
+    version = _next_version(spark, config)
+    history = chief["history"]
+    artifact = ModelArtifact(
+        version=version,
+        features=features,
+        display_names=[DISPLAY_NAMES[f] for f in features],
+        scaler_median=[float(v) for v in median],
+        scaler_range=[float(v) for v in scale],
+        lime_stats=stats,
+        threshold=config.score.threshold,
+        architecture={"conv_filters": config.train.conv_filters,
+                      "kernel_size": config.train.kernel_size,
+                      "lstm_units": config.train.lstm_units, "dropout": config.train.dropout},
+        training={"rows": int(fit_rows.count()), "rows_after_smote": int(sum(counts.values())),
+                  "validation_rows": int(val_rows.count()), "epochs": len(history["loss"]),
+                  "best_val_loss": float(min(history["val_loss"])), "seed": config.seed,
+                  "num_proc": len(results), "history": history},
+        packages=package_versions(),
+    )
+    rows.unpersist()
+    folder = table_path(config, "_models") / f"v{version}"
+    artifact.save(folder, model)
+    _record_model(spark, config, artifact)
+    logger.info("train: model v%d saved to %s after %d epochs (best val_loss %.4f) in %.1f s",
+                version, folder, artifact.training["epochs"], artifact.training["best_val_loss"],
+                time.monotonic() - start)
+    return artifact
+
+
+def _record_model(spark: SparkSession, config: PeaConfig, artifact: ModelArtifact) -> None:
+    row = {
+        "model_version": artifact.version,
+        "created_at": datetime.now(UTC),
+        "artifact_path": artifact.path,
+        "features": artifact.features,
+        "display_names": artifact.display_names,
+        "threshold": artifact.threshold,
+        "train_rows": artifact.training["rows"],
+        "train_rows_after_smote": artifact.training["rows_after_smote"],
+        "epochs": artifact.training["epochs"],
+        "best_val_loss": artifact.training["best_val_loss"],
+        "seed": artifact.training["seed"],
+        "packages": artifact.packages,
+    }
+    schema = ("model_version int, created_at timestamp, artifact_path string, "
+              "features array<string>, display_names array<string>, threshold double, "
+              "train_rows long, train_rows_after_smote long, epochs int, best_val_loss double, "
+              "seed int, packages map<string,string>")
+    write_table(spark.createDataFrame([row], schema), config, "models", mode="append")
+
+
+def latest_artifact(spark: SparkSession, config: PeaConfig,
+                    version: int | None = None) -> ModelArtifact:
+    """Load the artifact of ``version``, or of the newest model in ``models``."""
+    from pea_spark.artifact import load_artifact
+
+    models = read_table(spark, config, "models")
+    if version is None:
+        version = models.agg(F.max("model_version")).first()[0]
+    if version is None:
+        raise FileNotFoundError(f"table {config.database}.models is empty: run `pea train` first")
+    return load_artifact(Path(table_path(config, "_models")) / f"v{int(version)}")

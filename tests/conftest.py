@@ -1,0 +1,107 @@
+"""Shared fixtures: one local SparkSession with Delta, and real CICIDS2017 rows.
+
+Tests that read the real flow records fail, and never skip, when the folder
+``../shared/data`` beside the repository is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from itertools import count
+from pathlib import Path
+
+import pytest
+
+from pea_spark.config import PeaConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+ORIGINAL = "cicids2017"
+ML_FILE = "MachineLearningCVE/Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"
+WEB_FILE = "web_attacks/web_attacks_balanced.csv"
+GROUPED_FILE = "grouped_sample/CICIDS2017_sample.csv"
+REAL_FILES = [ML_FILE, WEB_FILE, GROUPED_FILE]
+
+# Every SUBSET_STRIDE-th data line of each real file goes into the small real subset.
+SUBSET_STRIDE = 12
+SEED = 42
+
+_databases = count()
+
+
+def require_shared_data() -> Path:
+    """Return the real data folder, failing the test when it is absent."""
+    folder = SHARED_DATA / ORIGINAL
+    if not folder.is_dir():
+        pytest.fail(f"real CICIDS2017 data not found at {folder}: these tests need the "
+                    "shared data folder beside the repository (../shared/data)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """Folder of the three real CICIDS2017 files."""
+    return require_shared_data()
+
+
+def write_subset(source: Path, target: Path, stride: int, drop_label: bool = False) -> int:
+    """Copy the header and every ``stride``-th data line (plus every line with a non-finite
+    rate) of a real file, byte for byte; return the number of data lines written."""
+    lines = source.read_bytes().splitlines(keepends=True)
+    kept = [line for number, line in enumerate(lines[1:], start=1)
+            if number % stride == 0 or b"Infinity" in line or b"NaN" in line]
+    if drop_label:
+        lines = [line.rstrip(b"\r\n").rsplit(b",", 1)[0] + b"\n" for line in lines]
+        kept = [line.rstrip(b"\r\n").rsplit(b",", 1)[0] + b"\n" for line in kept]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(lines[0] + b"".join(kept))
+    return len(kept)
+
+
+@pytest.fixture(scope="session")
+def real_subset(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with a stride sample of the three real files (about 2,000 real rows)."""
+    folder = tmp_path_factory.mktemp("real_subset")
+    for name in REAL_FILES:
+        write_subset(real_data / name, folder / name, SUBSET_STRIDE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def unlabelled_subset(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same real rows as ``real_subset`` with the label column cut off."""
+    folder = tmp_path_factory.mktemp("unlabelled_subset")
+    for name in REAL_FILES:
+        write_subset(real_data / name, folder / name, SUBSET_STRIDE, drop_label=True)
+    return folder
+
+
+def make_config(warehouse: Path, *overrides: str) -> PeaConfig:
+    """Test configuration: a fresh catalog database per call, small and fast settings."""
+    database = f"t{next(_databases)}"
+    return load_config(None, [
+        f"warehouse={warehouse}", f"database={database}", f"seed={SEED}",
+        "spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=3g",
+        "train.epochs=3", "explain.num_samples=200", "explain.num_features=5",
+        *overrides,
+    ])
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    """One local SparkSession with Delta for the whole test run."""
+    from pea_spark.session import create_session
+
+    config = make_config(tmp_path_factory.mktemp("warehouse_session"))
+    session = create_session(config)
+    yield session
+    session.stop()
+
+
+def run_pea(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the ``pea`` command line in a new process and capture its output."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning")
+    return subprocess.run([sys.executable, "-m", "pea_spark.cli", *args], cwd=cwd or REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)

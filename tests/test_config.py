@@ -1,0 +1,50 @@
+"""Configuration: profiles, overrides and invalid keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from pea_spark.config import ConfigError, load_config
+from tests.conftest import REPO
+
+
+def test_config_local_profile_matches_defaults():
+    assert load_config(REPO / "conf" / "local.yaml") == load_config(None)
+
+
+def test_config_override_coerces_types():
+    config = load_config(None, ["train.epochs=7", "score.threshold=0.7",
+                                "train.conv_filters=[16, 32]", "spark.conf={a: b}"])
+    assert config.train.epochs == 7
+    assert config.score.threshold == 0.7
+    assert config.train.conv_filters == [16, 32]
+    assert config.spark.conf == {"a": "b"}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=3", "unknown configuration key 'train.epoch'"),
+        ("train.epochs=three", "invalid value 'three' for train.epochs: expected int"),
+        ("split.test_fraction=1.5", r"invalid value 1.5 for split.test_fraction"),
+        ("explain.flows=some", "expected one of attacks, all, sample"),
+        ("database=pea-prod", "expected a SQL identifier"),
+        ("epochs", "expected KEY=VALUE"),
+    ],
+    ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice", "bad-database", "no-equals"],
+)
+def test_config_rejects_invalid_override(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_config_rejects_unknown_key_in_file(tmp_path):
+    profile = tmp_path / "bad.yaml"
+    profile.write_text("train:\n  epochz: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown configuration key 'train.epochz'"):
+        load_config(profile)
+
+
+def test_config_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="configuration file not found"):
+        load_config(tmp_path / "absent.yaml")

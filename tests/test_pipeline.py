@@ -1,0 +1,194 @@
+"""Every stage in order on real CICIDS2017 rows, then the tables each stage wrote.
+
+The pipeline runs once per module on a stride sample of the three real files
+(about 2,000 rows), with 3 training epochs, so values here are those of a
+small, quickly trained model; the full-data figures come from ``pea run``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+from sklearn import metrics as skm
+
+from pea_spark.artifact import load_artifact
+from pea_spark.clean import clean
+from pea_spark.evaluate import evaluate
+from pea_spark.explain import explain
+from pea_spark.ingest import ingest
+from pea_spark.score import score, score_flows
+from pea_spark.selection import select
+from pea_spark.session import read_table
+from pea_spark.split import assign_splits, split
+from pea_spark.train import train
+from tests.conftest import make_config, run_pea
+
+TEST_FRACTION_TOLERANCE = 0.01
+
+
+@pytest.fixture(scope="module")
+def pipeline(spark, real_subset, tmp_path_factory):
+    config = make_config(tmp_path_factory.mktemp("wh_pipeline"))
+    summary = {
+        "ingest": ingest(spark, config, [real_subset]),
+        "clean": clean(spark, config),
+        "select": select(spark, config),
+        "split": split(spark, config),
+        "train": train(spark, config),
+    }
+    summary["evaluate"] = evaluate(spark, config)
+    summary["score"] = score(spark, config, [real_subset])
+    summary["explain"] = explain(spark, config, [real_subset])
+    return config, summary
+
+
+def test_select_keeps_fifteen_low_vif_features(spark, pipeline):
+    config, summary = pipeline
+    ranking = read_table(spark, config, "feature_ranking").orderBy("rank").toPandas()
+    chosen = ranking[ranking["selected"]]
+    assert len(chosen) == 15
+    assert chosen["feature"].tolist() == summary["select"]
+    assert (chosen["vif"] < 2.5).all()
+    assert ranking["rank"].tolist() == list(range(1, 77))
+    ranked = ranking.dropna(subset=["vif"])
+    gains = ranked["information_gain"].to_numpy()
+    assert (np.diff(gains) <= 1e-12).all()
+    assert not ranking["feature"].isin(["destination_port", "flow_id", "source_ip"]).any()
+
+
+def test_split_is_stratified_and_reproducible(spark, pipeline):
+    config, _ = pipeline
+    splits = read_table(spark, config, "splits")
+    for row in splits.groupBy("is_attack").agg(
+            F.avg((F.col("split") == "test").cast("double")).alias("share")).collect():
+        assert abs(row["share"] - config.split.test_fraction) < TEST_FRACTION_TOLERANCE
+    folds = splits.filter(F.col("split") == "train").groupBy("fold").count().collect()
+    assert sorted(r["fold"] for r in folds) == [0, 1, 2, 3, 4]
+    total = sum(r["count"] for r in folds)
+    assert all(abs(r["count"] / total - 0.2) < 0.02 for r in folds)
+    assert splits.filter((F.col("split") == "test") & F.col("fold").isNotNull()).count() == 0
+    silver = read_table(spark, config, "silver")
+    again = assign_splits(silver, config).select("flow_key", "split", "fold")
+    stored = splits.select("flow_key", "split", "fold")
+    assert again.exceptAll(stored).count() == 0
+    assert stored.exceptAll(again).count() == 0
+
+
+def test_train_writes_artifact_and_models_row(spark, pipeline):
+    config, summary = pipeline
+    artifact = summary["train"]
+    assert artifact.version == 1
+    assert artifact.features == summary["select"]
+    assert len(artifact.scaler_median) == 15
+    assert all(r >= 0 for r in artifact.scaler_range)
+    assert artifact.training["num_proc"] == 2
+    assert 1 <= artifact.training["epochs"] <= 3
+    assert artifact.training["rows_after_smote"] > artifact.training["rows"]
+    assert set(artifact.lime_stats) == {"bins", "means", "stds", "mins", "maxs",
+                                        "feature_values", "feature_frequencies"}
+    reloaded = load_artifact(artifact.path)
+    assert reloaded.features == artifact.features
+    models = read_table(spark, config, "models").collect()
+    assert [m["model_version"] for m in models] == [1]
+    assert models[0]["artifact_path"] == artifact.path
+    assert models[0]["packages"]["horovod"] == "0.28.1"
+
+
+def test_evaluate_matches_scikit_learn(spark, pipeline):
+    config, summary = pipeline
+    artifact = summary["train"]
+    test = read_table(spark, config, "splits").filter(F.col("split") == "test")
+    flows = read_table(spark, config, "silver").join(test.select("flow_key"), "flow_key")
+    scored = score_flows(flows, artifact, config).join(flows.select("flow_key", "is_attack"),
+                                                       "flow_key").toPandas()
+    y, p = scored["is_attack"].to_numpy(), scored["attack_probability"].to_numpy()
+    predicted = (p >= 0.5).astype(int)
+    stored = {r["metric"]: r["value"] for r in read_table(spark, config, "metrics").collect()}
+    assert stored["rows"] == len(y)
+    assert stored["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted))
+    assert stored["precision"] == pytest.approx(skm.precision_score(y, predicted))
+    assert stored["recall"] == pytest.approx(skm.recall_score(y, predicted))
+    assert stored["f1"] == pytest.approx(skm.f1_score(y, predicted))
+    assert stored["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
+    assert stored["average_precision"] == pytest.approx(skm.average_precision_score(y, p))
+    tn, fp, fn, tp = skm.confusion_matrix(y, predicted).ravel()
+    assert (stored["true_negatives"], stored["false_positives"]) == (tn, fp)
+    assert (stored["false_negatives"], stored["true_positives"]) == (fn, tp)
+    assert stored["specificity"] == pytest.approx(tn / (tn + fp))
+    # Three epochs on 2,000 rows already separate the classes well.
+    assert stored["roc_auc"] > 0.9
+
+
+def test_score_predicts_every_input_flow(spark, pipeline):
+    config, summary = pipeline
+    predictions = read_table(spark, config, "predictions")
+    assert summary["score"]["flows"] == summary["ingest"]["loaded"]
+    assert predictions.count() == summary["ingest"]["loaded"]
+    assert predictions.select("flow_key").distinct().count() == predictions.count()
+    bounds = predictions.agg(F.min("attack_probability"), F.max("attack_probability")).first()
+    assert 0.0 <= bounds[0] <= bounds[1] <= 1.0
+    labels = {r[0] for r in predictions.select("predicted_label").distinct().collect()}
+    assert labels == {"ATTACK", "BENIGN"}
+    mismatched = predictions.filter(
+        (F.col("attack_probability") >= 0.5) != (F.col("is_attack_predicted") == 1))
+    assert mismatched.count() == 0
+
+
+def test_score_again_replaces_rows(spark, pipeline, real_subset):
+    config, summary = pipeline
+    again = score(spark, config, [real_subset])
+    assert again == summary["score"]
+    assert read_table(spark, config, "predictions").count() == summary["ingest"]["loaded"]
+
+
+def test_explain_covers_every_predicted_attack(spark, pipeline):
+    config, summary = pipeline
+    explanations = read_table(spark, config, "explanations")
+    attacks = read_table(spark, config, "predictions").filter("is_attack_predicted = 1")
+    assert summary["explain"]["flows"] == attacks.count()
+    assert explanations.select("flow_key").distinct().count() == attacks.count()
+    per_flow = explanations.groupBy("flow_key").agg(
+        F.count("*").alias("rows"), F.collect_set("rank").alias("ranks")).collect()
+    assert all(r["rows"] == 5 and sorted(r["ranks"]) == [1, 2, 3, 4, 5] for r in per_flow)
+    sample = explanations.first()
+    assert sample["display_name"] in sample["condition"]
+    assert sample["feature"] in summary["select"]
+
+
+def test_explain_weights_are_ordered_by_magnitude(spark, pipeline):
+    config, _ = pipeline
+    frame = read_table(spark, config, "explanations").toPandas()
+    for _, group in frame.groupby("flow_key"):
+        magnitudes = group.sort_values("rank")["weight"].abs().to_numpy()
+        assert (np.diff(magnitudes) <= 1e-12).all()
+
+
+def test_feature_influence_view(spark, pipeline):
+    config, _ = pipeline
+    view = spark.sql(f"SELECT * FROM {config.database}.feature_influence").toPandas()
+    frame = read_table(spark, config, "explanations").toPandas()
+    expected = frame.assign(a=frame["weight"].abs()).groupby("feature")["a"].mean()
+    got = view.set_index("feature")["mean_abs_weight"]
+    assert got.sort_index().to_numpy() == pytest.approx(expected.sort_index().to_numpy())
+
+
+def test_unlabelled_archive_scored_and_explained(spark, pipeline, unlabelled_subset):
+    config, summary = pipeline
+    loaded = summary["ingest"]["loaded"]
+    cfg = make_config(config.warehouse_path, f"database={config.database}",
+                      "explain.flows=all", "explain.num_samples=100", "explain.num_features=3")
+    scored = score(spark, cfg, [unlabelled_subset])
+    assert scored["flows"] == loaded
+    explained = explain(spark, cfg, [unlabelled_subset])
+    assert explained == {"flows": loaded, "rows": 3 * loaded}
+
+
+def test_sql_command_reads_predictions(pipeline):
+    config, summary = pipeline
+    result = run_pea("--warehouse", str(config.warehouse_path), "--set",
+                     f"database={config.database}", "-q", "sql",
+                     f"SELECT model_version, COUNT(*) AS flows FROM {config.database}.predictions "
+                     "GROUP BY model_version")
+    assert result.returncode == 0, result.stderr
+    assert f"|{summary['ingest']['loaded']}" in result.stdout.replace(" ", "")
