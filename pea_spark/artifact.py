@@ -17,8 +17,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ModelArtifact", "build_model", "robust_scale", "load_artifact", "load_keras_model",
-           "predict_probabilities", "package_versions"]
+__all__ = [
+    "ModelArtifact",
+    "build_model",
+    "load_artifact",
+    "load_keras_model",
+    "package_versions",
+    "predict_probabilities",
+    "robust_scale",
+    "signed_log",
+]
 
 ARTIFACT_FILE = "artifact.json"
 MODEL_FILE = "model.keras"
@@ -37,8 +45,9 @@ class ModelArtifact:
     display_names : list of str
         CICFlowMeter names of ``features``, shown in explanations.
     scaler_median, scaler_range : list of float
-        RobustScaler centre and interquartile range per feature, fitted on the
-        training split; a range of 0 scales by 1, as scikit-learn does.
+        RobustScaler centre and interquartile range per feature, fitted on
+        ``signed_log`` of the training split; a range of 0 scales by 1, as
+        scikit-learn does.
     lime_stats : dict
         LIME's ``training_data_stats`` (quartile bins and per-bin moments) of the
         training split, in raw feature units.
@@ -94,16 +103,22 @@ def build_model(steps: int, conv_filters: list[int], kernel_size: int, lstm_unit
     return tf.keras.Sequential(layers)
 
 
-def robust_scale(values: np.ndarray, median: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Scale raw feature values like scikit-learn's RobustScaler, as float32.
+def signed_log(values: np.ndarray) -> np.ndarray:
+    """``sign(x) * log1p(|x|)``: compresses heavy tails, keeps order, sign and zero."""
+    return np.sign(values) * np.log1p(np.abs(values))
 
-    Features whose interquartile range is 0 are divided by 1. CICFlowMeter
-    features are heavy-tailed, so the result is then compressed with
-    ``sign(x) * log1p(|x|)``, which keeps order and sign.
+
+def robust_scale(values: np.ndarray, median: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Transform raw feature values into model inputs, as float32.
+
+    CICFlowMeter features are heavy-tailed (rates up to 1e9 beside counts of
+    1), so each value first goes through :func:`signed_log`; the RobustScaler's
+    ``median`` and ``scale`` (interquartile range) were fitted on the same
+    transform of the training split. A feature whose range is 0 is divided by
+    1, as scikit-learn's RobustScaler does.
     """
     safe = np.where(scale > 0, scale, 1.0)
-    scaled = (values - median) / safe
-    return (np.sign(scaled) * np.log1p(np.abs(scaled))).astype(np.float32)
+    return ((signed_log(values) - median) / safe).astype(np.float32)
 
 
 _MODELS: dict[str, Any] = {}

@@ -90,7 +90,8 @@ def configure_logging(quiet: bool) -> None:
 
 
 def _format_metrics(result: dict[str, Any]) -> str:
-    lines = [f"Test metrics of model v{result['model_version']} (run {result['run_id']}):"]
+    lines = [f"Test metrics of model v{result['model_version']} (run {result['run_id']}) at "
+             f"decision threshold {result['threshold']:.2f}:"]
     for name in ["accuracy", "precision", "recall", "f1", "specificity", "roc_auc",
                  "average_precision"]:
         value = result[name]
@@ -100,6 +101,7 @@ def _format_metrics(result: dict[str, Any]) -> str:
                  f"{result['false_positives']:>16}")
     lines.append(f"    actual ATTACK    {result['false_negatives']:>16}  "
                  f"{result['true_positives']:>16}")
+    lines.append(f"  F1 at threshold 0.50: {result['f1_at_0.5']:.4f}")
     return "\n".join(lines)
 
 

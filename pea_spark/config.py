@@ -59,12 +59,13 @@ class TrainSettings:
     lstm_units: int = 128
     dropout: float = 0.3
     threads_per_rank: int = 1
+    tune_threshold: bool = True
+    threshold: float = 0.5
 
 
 @dataclass
 class ScoreSettings:
     batch_size: int = 4096
-    threshold: float = 0.5
 
 
 @dataclass
@@ -110,7 +111,7 @@ class PeaConfig:
             ("train.batch_size", self.train.batch_size >= 1, "an integer >= 1"),
             ("train.smote_k", self.train.smote_k >= 1, "an integer >= 1"),
             ("score.batch_size", self.score.batch_size >= 1, "an integer >= 1"),
-            ("score.threshold", 0 < self.score.threshold < 1, "a number in (0, 1)"),
+            ("train.threshold", 0 < self.train.threshold < 1, "a number in (0, 1)"),
             ("explain.flows", self.explain.flows in ("attacks", "all", "sample"),
              "one of attacks, all, sample"),
             ("explain.sample_fraction", 0 < self.explain.sample_fraction <= 1,

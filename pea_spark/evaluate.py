@@ -67,6 +67,9 @@ def binary_metrics(y_true: np.ndarray, probability: np.ndarray,
 def evaluate(spark: SparkSession, config: PeaConfig, version: int | None = None) -> dict:
     """Score the test split with a model and append its metrics to ``metrics``.
 
+    Metrics are computed at the model's decision threshold and, for comparison
+    with models that do not tune it, at 0.5; each row names its threshold.
+
     Returns
     -------
     dict
@@ -89,15 +92,19 @@ def evaluate(spark: SparkSession, config: PeaConfig, version: int | None = None)
     if pairs.empty:
         raise ValueError(f"the test split in {config.database}.splits is empty: run `pea split` "
                          "on a silver table with labelled rows")
-    metrics = binary_metrics(pairs["is_attack"].to_numpy(), pairs["attack_probability"].to_numpy(),
-                             artifact.threshold)
+    y, probability = pairs["is_attack"].to_numpy(), pairs["attack_probability"].to_numpy()
+    metrics = binary_metrics(y, probability, artifact.threshold)
+    at_half = binary_metrics(y, probability, 0.5)
     run_id = uuid.uuid4().hex[:12]
-    rows = [(artifact.version, run_id, "test", name, float(metrics[name])) for name in METRIC_ORDER]
-    frame = spark.createDataFrame(
-        rows, "model_version int, run_id string, split string, metric string, value double"
-    ).withColumn("evaluated_at", F.current_timestamp())
+    rows = [(artifact.version, run_id, "test", threshold, name, float(values[name]))
+            for threshold, values in sorted({artifact.threshold: metrics, 0.5: at_half}.items())
+            for name in METRIC_ORDER]
+    schema = ("model_version int, run_id string, split string, threshold double, metric string, "
+              "value double")
+    frame = spark.createDataFrame(rows, schema).withColumn("evaluated_at", F.current_timestamp())
     write_table(frame, config, "metrics", mode="append")
     logger.info("evaluate: model v%d on %d test flows: accuracy %.4f, F1 %.4f, ROC AUC %.4f "
                 "in %.1f s", artifact.version, metrics["rows"], metrics["accuracy"],
                 metrics["f1"], metrics["roc_auc"], time.monotonic() - start)
-    return {"model_version": artifact.version, "run_id": run_id, **metrics}
+    return {"model_version": artifact.version, "run_id": run_id,
+            "threshold": artifact.threshold, **metrics, "f1_at_0.5": at_half["f1"]}

@@ -2,7 +2,8 @@
 
 Steps, all on the training split:
 
-1. Spark ML's RobustScaler is fitted on the training rows (validation fold excluded).
+1. Spark ML's RobustScaler is fitted on the signed log of the training rows
+   (validation fold excluded).
 2. SMOTE (imbalanced-learn) balances the scaled training rows inside each Spark
    partition (``mapInPandas``); one partition per ``train.smote_partition_rows``
    rows keeps it exact on small tables and distributed on large ones.
@@ -10,6 +11,8 @@ Steps, all on the training split:
    each Horovod rank reads its own shard of both.
 4. ``horovod.spark.run`` starts ``train.num_proc`` ranks (Gloo) that train with
    ``hvd.DistributedOptimizer`` and stop early on the rank-averaged validation loss.
+5. The decision threshold that maximises F1 on the validation fold is stored in
+   the artifact (``train.tune_threshold``), so the test split never picks it.
 """
 
 from __future__ import annotations
@@ -53,8 +56,10 @@ def training_rows(spark: SparkSession, config: PeaConfig, features: list[str]) -
 
 
 def fit_scaler(rows: DataFrame, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Fit Spark ML's RobustScaler (quartiles 0.25 and 0.75) and return (median, range)."""
-    assembled = VectorAssembler(inputCols=features, outputCol="_raw").transform(rows)
+    """Fit Spark ML's RobustScaler (quartiles 0.25 and 0.75) on the signed log of each
+    feature and return (median, range)."""
+    logged = rows.select([(F.signum(f) * F.log1p(F.abs(f))).alias(f) for f in features])
+    assembled = VectorAssembler(inputCols=features, outputCol="_raw").transform(logged)
     model = RobustScaler(inputCol="_raw", outputCol="_scaled", withCentering=True,
                          withScaling=True, lower=0.25, upper=0.75).fit(assembled)
     return np.asarray(model.median.toArray()), np.asarray(model.range.toArray())
@@ -296,7 +301,7 @@ def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
         scaler_median=[float(v) for v in median],
         scaler_range=[float(v) for v in scale],
         lime_stats=stats,
-        threshold=config.score.threshold,
+        threshold=config.train.threshold,
         architecture={"conv_filters": config.train.conv_filters,
                       "kernel_size": config.train.kernel_size,
                       "lstm_units": config.train.lstm_units, "dropout": config.train.dropout},
@@ -306,6 +311,11 @@ def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
                   "num_proc": len(results), "history": history},
         packages=package_versions(),
     )
+    if config.train.tune_threshold:
+        artifact.threshold, f1 = tune_threshold(model, artifact, val_rows, config)
+        artifact.training["validation_f1"] = f1
+        logger.info("train: decision threshold %.2f maximises validation F1 (%.4f)",
+                    artifact.threshold, f1)
     rows.unpersist()
     folder = table_path(config, "_models") / f"v{version}"
     artifact.save(folder, model)
@@ -314,6 +324,40 @@ def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
                 version, folder, artifact.training["epochs"], artifact.training["best_val_loss"],
                 time.monotonic() - start)
     return artifact
+
+
+def best_f1_threshold(y_true: np.ndarray, probability: np.ndarray) -> tuple[float, float]:
+    """Threshold in 0.01 steps from 0.01 to 0.99 that maximises F1; ties go to the one
+    nearest 0.5. Returns (threshold, F1)."""
+    from sklearn.metrics import f1_score
+
+    thresholds = np.round(np.arange(1, 100) / 100, 2)
+    scores = np.array([f1_score(y_true, probability >= t, zero_division=0.0)
+                       for t in thresholds])
+    best = np.flatnonzero(scores == scores.max())
+    choice = best[np.argmin(np.abs(thresholds[best] - 0.5))]
+    return float(thresholds[choice]), float(scores[choice])
+
+
+def tune_threshold(model: Any, artifact: ModelArtifact, val_rows: DataFrame,
+                   config: PeaConfig) -> tuple[float, float]:
+    """Choose the decision threshold on the validation fold (never on the test split).
+
+    Notes
+    -----
+    Collects the validation fold's features to the driver (15 doubles a row).
+    """
+    from pea_spark.artifact import predict_probabilities
+
+    frame = val_rows.select(*artifact.features, "is_attack").toPandas()
+    if frame["is_attack"].nunique() < 2:
+        logger.warning("train: validation fold has one class only; threshold stays %.2f",
+                       artifact.threshold)
+        return artifact.threshold, float("nan")
+    probability = predict_probabilities(model, artifact,
+                                        frame[artifact.features].to_numpy(np.float64),
+                                        config.score.batch_size)
+    return best_f1_threshold(frame["is_attack"].to_numpy(), probability)
 
 
 def _record_model(spark: SparkSession, config: PeaConfig, artifact: ModelArtifact) -> None:

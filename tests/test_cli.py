@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import ML_FILE, write_subset, run_pea
+from tests.conftest import ML_FILE, run_pea, write_subset
 
 
 def test_cli_missing_input_file(tmp_path):

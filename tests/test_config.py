@@ -13,10 +13,10 @@ def test_config_local_profile_matches_defaults():
 
 
 def test_config_override_coerces_types():
-    config = load_config(None, ["train.epochs=7", "score.threshold=0.7",
+    config = load_config(None, ["train.epochs=7", "train.threshold=0.7",
                                 "train.conv_filters=[16, 32]", "spark.conf={a: b}"])
     assert config.train.epochs == 7
-    assert config.score.threshold == 0.7
+    assert config.train.threshold == 0.7
     assert config.train.conv_filters == [16, 32]
     assert config.spark.conf == {"a": "b"}
 
