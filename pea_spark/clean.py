@@ -7,8 +7,8 @@ scoring alike):
   empty values become 0.0. CICFlowMeter writes them in ``Flow Bytes/s`` and
   ``Flow Packets/s`` when a flow lasts 0 microseconds, where the rate is
   undefined; 0.0 keeps the row and no non-finite value reaches the model.
-- Text that is not a number (``abc`` in a numeric column) quarantines the row,
-  with the column named in the reason.
+- Text that is not a number (``abc`` in a numeric column) never reaches
+  bronze: ingest quarantines the line, with the column named in the reason.
 - ``-1`` in ``Init_Win_bytes_forward``, ``Init_Win_bytes_backward`` and
   ``Flow IAT Min`` is CICFlowMeter's "not available" marker. It is kept as -1,
   a finite value that keeps the "no packet in that direction" signal, and counted.
@@ -53,8 +53,8 @@ def _is_non_finite(raw: Column) -> Column:
 
 
 def _feature_value(raw: Column) -> Column:
-    parsed = raw.try_cast("double")
-    return F.when(_is_non_finite(raw), F.lit(0.0)).otherwise(parsed)
+    # Ingest has quarantined text that is not a number, so the cast succeeds.
+    return F.when(_is_non_finite(raw), F.lit(0.0)).otherwise(raw.try_cast("double"))
 
 
 def normalise_label(raw: Column) -> Column:
@@ -64,31 +64,16 @@ def normalise_label(raw: Column) -> Column:
     return F.when(F.upper(text) == "BENIGN", F.lit("BENIGN")).otherwise(F.nullif(text, F.lit("")))
 
 
-def clean_flows(bronze: DataFrame) -> tuple[DataFrame, DataFrame]:
+def clean_flows(bronze: DataFrame) -> DataFrame:
     """Apply the cleaning policy to bronze rows, without removing duplicates.
 
     Returns
     -------
-    (DataFrame, DataFrame)
-        Cleaned rows with :data:`SILVER_COLUMNS`, and rejected rows with
-        ``source_file``, ``line_number``, ``raw_line`` (the row's values joined by
-        commas) and ``reason``.
+    DataFrame
+        Rows with :data:`SILVER_COLUMNS`.
     """
-    invalid = [
-        F.when(F.col(c).isNotNull() & ~_is_non_finite(F.col(c))
-               & F.col(c).try_cast("double").isNull(), F.lit(c))
-        for c in FEATURES
-    ]
-    checked = bronze.withColumn("_invalid", F.concat_ws(", ", *invalid))
-    rejected = checked.filter(F.col("_invalid") != "").select(
-        "source_file", "line_number",
-        F.concat_ws(",", *[F.coalesce(F.col(c), F.lit("")) for c in [*IDENTIFIERS, *FEATURES,
-                                                                    LABEL]]).alias("raw_line"),
-        F.concat(F.lit("text that is not a number in column(s): "), F.col("_invalid"))
-        .alias("reason"),
-    )
     label = normalise_label(F.col(LABEL))
-    cleaned = checked.filter(F.col("_invalid") == "").select(
+    return bronze.select(
         flow_key(F.col("source_file"), F.col("line_number")).alias("flow_key"),
         "source_file",
         "line_number",
@@ -98,7 +83,6 @@ def clean_flows(bronze: DataFrame) -> tuple[DataFrame, DataFrame]:
         F.when(label.isNull(), F.lit(None))
         .when(label == "BENIGN", F.lit(0)).otherwise(F.lit(1)).cast("int").alias("is_attack"),
     )
-    return cleaned, rejected
 
 
 def drop_duplicate_flows(flows: DataFrame) -> DataFrame:
@@ -142,34 +126,21 @@ def cleaning_report(bronze: DataFrame, run_id: str) -> DataFrame:
 
 
 def clean(spark: SparkSession, config: PeaConfig, run_id: str = "") -> dict[str, int]:
-    """Clean ``bronze`` into ``silver``; record rejected rows and the cleaning report.
+    """Clean ``bronze`` into ``silver`` and append the cleaning report.
 
     Returns
     -------
     dict
-        ``bronze``, ``rejected``, ``duplicates`` and ``silver`` row counts.
+        ``bronze``, ``duplicates`` and ``silver`` row counts.
     """
     start = time.monotonic()
     bronze = read_table(spark, config, "bronze")
-    cleaned, rejected = clean_flows(bronze)
     report = cleaning_report(bronze, run_id)
     write_table(report, config, "clean_report", mode="append")
-    rejected_count = rejected.count()
-    if rejected_count:
-        quarantine = rejected.select(
-            F.lit(run_id).alias("run_id"), "source_file", "line_number", "raw_line", "reason",
-            F.current_timestamp().alias("recorded_at"),
-        )
-        write_table(quarantine, config, "quarantine", mode="append")
-        logger.warning("clean: %d rows with non-numeric text quarantined", rejected_count)
-    write_table(drop_duplicate_flows(cleaned), config, "silver")
+    write_table(drop_duplicate_flows(clean_flows(bronze)), config, "silver")
     silver = read_table(spark, config, "silver")
-    counts = {
-        "bronze": bronze.count(),
-        "rejected": rejected_count,
-        "silver": silver.count(),
-    }
-    counts["duplicates"] = counts["bronze"] - counts["rejected"] - counts["silver"]
+    counts = {"bronze": bronze.count(), "silver": silver.count()}
+    counts["duplicates"] = counts["bronze"] - counts["silver"]
     totals = [(r["feature"], r["non_finite_to_zero"], r["placeholder_minus_one"])
               for r in report.collect() if r["non_finite_to_zero"] or r["placeholder_minus_one"]]
     for feature, non_finite, placeholder in totals:

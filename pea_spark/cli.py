@@ -146,7 +146,13 @@ def _run_command(args: argparse.Namespace, config: PeaConfig, spark: Any) -> Non
         "run": lambda: pipeline.run_pipeline(spark, config, inputs),
     }
     if args.command == "sql":
-        spark.sql(args.query).show(args.limit, truncate=False)
+        from pyspark.errors import AnalysisException
+
+        try:
+            spark.sql(args.query).show(args.limit, truncate=False)
+        except AnalysisException as error:
+            # Parse errors and unknown tables or columns are the user's to fix.
+            raise ValueError(f"invalid query: {error}") from None
         return
     result = actions[args.command]()
     if args.command == "evaluate":

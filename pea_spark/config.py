@@ -48,11 +48,12 @@ class SplitSettings:
 @dataclass
 class TrainSettings:
     num_proc: int = 2
-    epochs: int = 30
+    epochs: int = 80
     batch_size: int = 64
     learning_rate: float = 0.001
-    patience: int = 3
+    patience: int = 8
     smote_k: int = 5
+    quantiles: int = 1000
     smote_partition_rows: int = 200_000
     conv_filters: list[int] = field(default_factory=lambda: [32, 64])
     kernel_size: int = 3
@@ -108,8 +109,11 @@ class PeaConfig:
              "an integer in [0, split.folds)"),
             ("train.num_proc", self.train.num_proc >= 1, "an integer >= 1"),
             ("train.epochs", self.train.epochs >= 1, "an integer >= 1"),
-            ("train.batch_size", self.train.batch_size >= 1, "an integer >= 1"),
+            ("train.batch_size", self.train.batch_size >= self.train.num_proc,
+             "an integer >= train.num_proc"),
             ("train.smote_k", self.train.smote_k >= 1, "an integer >= 1"),
+            ("train.quantiles", 2 <= self.train.quantiles <= 10_000,
+             "an integer from 2 to 10000"),
             ("score.batch_size", self.score.batch_size >= 1, "an integer >= 1"),
             ("train.threshold", 0 < self.train.threshold < 1, "a number in (0, 1)"),
             ("explain.flows", self.explain.flows in ("attacks", "all", "sample"),

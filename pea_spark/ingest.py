@@ -2,8 +2,9 @@
 
 Every data line of every input file ends in exactly one place: the bronze table
 (a flow, its values as the original strings under canonical column names), the
-quarantine table (a line that cannot be parsed, with the reason), or the count
-of skipped lines (empty lines and lines of only commas). The audit table holds
+quarantine table (a line with the wrong number of fields or with text in a
+numeric column, with the reason), or the count of skipped lines (empty lines
+and lines of only commas). The audit table holds
 those counts per file and run, and ``lines_read`` always equals their sum.
 """
 
@@ -57,7 +58,6 @@ class CsvSource:
     path: Path
     header: list[str]
     mapping: HeaderMapping
-    sha256: str
 
 
 def find_csv_files(inputs: list[str | Path]) -> list[Path]:
@@ -104,6 +104,10 @@ def _read_header(path: Path) -> list[str]:
     if b"\x00" in first:
         raise InputError(f"{path}: line 1 contains NUL bytes, so this is not a CSV text file")
     text = first.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+    unreadable = sum(1 for char in text if char == "\ufffd" or (char < " " and char != "\t"))
+    if unreadable > len(text) // 20:
+        raise InputError(f"{path}: line 1 has {unreadable} bytes that are not UTF-8 text, so "
+                         "this is not a CSV text file; expected a CICFlowMeter CSV export")
     return next(csv.reader([text]))
 
 
@@ -130,7 +134,7 @@ def inspect_source(path: Path) -> CsvSource:
     if mapping.unknown:
         logger.warning("%s: %d columns with no known name are not loaded: %s",
                        path.name, len(mapping.unknown), ", ".join(mapping.unknown))
-    return CsvSource(path, header, mapping, _file_sha256(path))
+    return CsvSource(path, header, mapping)
 
 
 def _hadoop_path(path: Path) -> str:
@@ -140,12 +144,31 @@ def _hadoop_path(path: Path) -> str:
     return "file://" + text
 
 
+def _invalid_numbers(fields: list[str], numeric: list[tuple[str, int]]) -> list[str]:
+    """Names of the numeric columns whose field is neither empty nor a number."""
+    invalid = []
+    for column, position in numeric:
+        text = fields[position].strip()
+        if not text:
+            continue
+        try:
+            float(text)
+        except ValueError:
+            invalid.append(column)
+            continue
+        if "_" in text:  # Python reads 1_000 as a number, CSV readers do not
+            invalid.append(column)
+    return invalid
+
+
 def _line_parser(source: CsvSource):
     """Build the function that turns ``(line, index)`` pairs into parsed rows."""
     width = len(source.header)
     columns = [*IDENTIFIERS, *FEATURES, LABEL]
     positions = [source.mapping.positions.get(c) for c in columns]
+    numeric = [(c, source.mapping.positions[c]) for c in FEATURES if c in source.mapping.positions]
     file_name = str(source.path)
+    empty = [None] * len(columns)
 
     def parse(pairs):
         for line, index in pairs:
@@ -154,14 +177,17 @@ def _line_parser(source: CsvSource):
                 continue
             text = line.rstrip("\r")
             if not text.replace(",", "").strip():
-                yield ("skipped", "empty line", None, file_name, line_number,
-                       *([None] * len(columns)))
+                yield ("skipped", "empty line", None, file_name, line_number, *empty)
                 continue
             fields = next(csv.reader([text]))
             if len(fields) != width:
                 reason = f"expected {width} fields as in the header, found {len(fields)}"
-                yield ("quarantined", reason, text, file_name, line_number,
-                       *([None] * len(columns)))
+                yield ("quarantined", reason, text, file_name, line_number, *empty)
+                continue
+            invalid = _invalid_numbers(fields, numeric)
+            if invalid:
+                reason = f"text that is not a number in column(s): {', '.join(invalid)}"
+                yield ("quarantined", reason, text, file_name, line_number, *empty)
                 continue
             values = [None if p is None else (fields[p].strip() or None) for p in positions]
             yield ("loaded", None, None, file_name, line_number, *values)
@@ -228,7 +254,10 @@ def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> 
             F.current_timestamp().alias("recorded_at"),
         )
         write_table(quarantine, config, "quarantine", mode="append")
-        audit = _audit(parsed, run_id)
+        inventory = spark.createDataFrame(
+            [(str(p), _file_sha256(p), p.stat().st_size) for p in files],
+            "source_file string, sha256 string, size_bytes long")
+        audit = _audit(parsed, inventory, run_id)
         write_table(audit, config, "ingest_audit", mode="append")
         rows = audit.collect()
     finally:
@@ -249,20 +278,25 @@ def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> 
     return totals
 
 
-def _audit(parsed: DataFrame, run_id: str) -> DataFrame:
+def _audit(parsed: DataFrame, inventory: DataFrame, run_id: str) -> DataFrame:
+    """One audit row per input file, also for files with a header and no data line."""
     counted = parsed.groupBy("source_file").agg(
-        F.sum(F.when(F.col("status") == "loaded", 1).otherwise(0)).alias("rows_loaded"),
-        F.sum(F.when(F.col("status") == "quarantined", 1).otherwise(0)).alias("rows_quarantined"),
-        F.sum(F.when(F.col("status") == "skipped", 1).otherwise(0)).alias("lines_skipped"),
+        F.sum(F.when(F.col("status") == "loaded", 1).otherwise(0)).alias("loaded"),
+        F.sum(F.when(F.col("status") == "quarantined", 1).otherwise(0)).alias("quarantined"),
+        F.sum(F.when(F.col("status") == "skipped", 1).otherwise(0)).alias("skipped"),
     )
-    return counted.select(
+    joined = inventory.join(counted, "source_file", "left").fillna(
+        0, subset=["loaded", "quarantined", "skipped"])
+    return joined.select(
         F.lit(run_id).alias("run_id"),
         "source_file",
+        "sha256",
+        "size_bytes",
         # The header line is read and skipped in every file.
-        (F.col("rows_loaded") + F.col("rows_quarantined") + F.col("lines_skipped") + 1)
-        .alias("lines_read"),
-        F.col("rows_loaded").cast("long"),
-        F.col("rows_quarantined").cast("long"),
-        (F.col("lines_skipped") + 1).cast("long").alias("lines_skipped"),
+        (F.col("loaded") + F.col("quarantined") + F.col("skipped") + 1)
+        .cast("long").alias("lines_read"),
+        F.col("loaded").cast("long").alias("rows_loaded"),
+        F.col("quarantined").cast("long").alias("rows_quarantined"),
+        (F.col("skipped") + 1).cast("long").alias("lines_skipped"),
         F.current_timestamp().alias("ingested_at"),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,24 +34,31 @@ def load_flows(spark: SparkSession, config: PeaConfig,
     """Flows to score: cleaned rows of the CSV ``inputs``, or the silver table when None.
 
     CSV rows are cleaned with the same policy as training but duplicates are
-    kept, so every input flow gets a prediction. Lines that cannot be parsed are
-    logged with their count and left out.
+    kept, so every input flow gets a prediction. Lines that cannot be parsed go
+    to the quarantine table, as in ``pea ingest``.
     """
     if not inputs:
         return read_table(spark, config, "silver")
     parsed = read_flows(spark, find_csv_files(inputs), config.ingest.min_partitions)
+    rejected = parsed.filter(F.col("status") == "quarantined").select(
+        F.lit(f"score-{uuid.uuid4().hex[:8]}").alias("run_id"), "source_file", "line_number",
+        "raw_line", "reason", F.current_timestamp().alias("recorded_at"),
+    ).cache()
+    count = rejected.count()
+    if count:
+        write_table(rejected, config, "quarantine", mode="append")
+        logger.warning("%d input lines cannot be parsed and are not scored; see %s.quarantine",
+                       count, config.database)
+    rejected.unpersist()
     loaded = parsed.filter(F.col("status") == "loaded").drop("status", "reason", "raw_line")
-    cleaned, _rejected = clean_flows(loaded)
-    # NOTE: unparseable lines of scored archives are counted in the log only; the
-    # quarantine table records them for `pea ingest`.
-    return cleaned
+    return clean_flows(loaded)
 
 
 def attack_probability(artifact: ModelArtifact, batch_size: int, threads: int = 1) -> Column:
     """Pandas UDF column computing the attack probability from the artifact's features.
 
     The Keras model is loaded once per Python worker and reused by every task
-    that worker runs; each Arrow batch is scored in slices of ``batch_size``
+    that worker runs. Each Arrow batch is scored in slices of ``batch_size``
     rows, and the count of predictions is checked against the rows received.
     """
 

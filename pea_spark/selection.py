@@ -1,8 +1,8 @@
 """Feature selection: information gain ranking under a variance inflation factor limit.
 
-Both statistics are computed with Spark aggregations on the training rows; only
-small summaries (bin counts, a correlation matrix of the candidate features)
-reach the driver.
+Both statistics are computed with Spark aggregations on the training rows. Only
+small summaries reach the driver: bin counts, and the correlation matrix of the
+candidate features.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ def create_session(config: PeaConfig) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
         .config("spark.driver.memory", config.spark.driver_memory)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.session.timeZone", "UTC")
@@ -72,8 +73,20 @@ def create_session(config: PeaConfig) -> SparkSession:
     else:
         spark = configure_spark_with_delta_pip(builder).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    _quiet_codegen_fallback(spark)
     register_tables(spark, config)
     return spark
+
+
+def _quiet_codegen_fallback(spark: SparkSession) -> None:
+    # Cleaning builds one expression over 76 columns, which exceeds the JVM's 64 KB
+    # method limit; Spark then falls back to interpreted evaluation with the same
+    # results and logs the whole generated plan as a warning. Only errors are kept.
+    jvm = spark.sparkContext._jvm
+    level = jvm.org.apache.logging.log4j.Level.ERROR
+    for name in ("org.apache.spark.sql.execution.WholeStageCodegenExec",
+                 "org.apache.spark.sql.catalyst.expressions.codegen.CodeGenerator"):
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
 
 
 def table_path(config: PeaConfig, name: str) -> Path:

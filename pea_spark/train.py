@@ -2,11 +2,13 @@
 
 Steps, all on the training split:
 
-1. Spark ML's RobustScaler is fitted on the signed log of the training rows
-   (validation fold excluded).
+1. The input transform is fitted on the training rows (validation fold
+   excluded): each feature's quantiles, then Spark ML's RobustScaler on the
+   quantile-transformed rows.
 2. SMOTE (imbalanced-learn) balances the scaled training rows inside each Spark
-   partition (``mapInPandas``); one partition per ``train.smote_partition_rows``
-   rows keeps it exact on small tables and distributed on large ones.
+   partition (``mapInPandas``). There is one partition per
+   ``train.smote_partition_rows`` rows, so SMOTE is exact on small tables and
+   distributed on large ones.
 3. Petastorm materialises the balanced rows and the validation fold as Parquet;
    each Horovod rank reads its own shard of both.
 4. ``horovod.spark.run`` starts ``train.num_proc`` ranks (Gloo) that train with
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,14 +33,14 @@ from pyspark.ml.feature import RobustScaler, VectorAssembler
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pea_spark.artifact import ModelArtifact, build_model, package_versions, robust_scale
+from pea_spark.artifact import InputTransform, ModelArtifact, build_model, package_versions
 from pea_spark.config import PeaConfig
 from pea_spark.schema import DISPLAY_NAMES
 from pea_spark.selection import bin_index, quantile_edges, selected_features
 from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.split import labelled_flows
 
-__all__ = ["train", "fit_scaler", "lime_training_stats", "balance_with_smote", "run_horovod"]
+__all__ = ["train", "fit_transform", "lime_training_stats", "balance_with_smote", "run_horovod"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +58,34 @@ def training_rows(spark: SparkSession, config: PeaConfig, features: list[str]) -
     )
 
 
-def fit_scaler(rows: DataFrame, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Fit Spark ML's RobustScaler (quartiles 0.25 and 0.75) on the signed log of each
-    feature and return (median, range)."""
-    logged = rows.select([(F.signum(f) * F.log1p(F.abs(f))).alias(f) for f in features])
-    assembled = VectorAssembler(inputCols=features, outputCol="_raw").transform(logged)
+def fit_transform(rows: DataFrame, features: list[str], quantiles: int) -> InputTransform:
+    """Fit the input transform on training rows: quantiles, then Spark ML's RobustScaler.
+
+    Notes
+    -----
+    One pass computes ``quantiles + 1`` approximate quantiles of each feature
+    (relative error 1e-4); a second pass maps the rows through them in
+    ``mapInPandas`` and fits the RobustScaler (quartiles 0.25 and 0.75).
+    """
+    probabilities = [i / quantiles for i in range(quantiles + 1)]
+    edges = rows.approxQuantile(features, probabilities, 1e-4)
+    partial = InputTransform(quantiles=[[float(v) for v in e] for e in edges],
+                             median=[0.0] * len(features), scale=[1.0] * len(features))
+    columns = list(features)
+
+    def to_uniform(batches):
+        for frame in batches:
+            yield pd.DataFrame(partial.uniform(frame[columns].to_numpy(np.float64)),
+                               columns=columns)
+
+    schema = ", ".join(f"{c} double" for c in columns)
+    uniform = rows.select(*columns).mapInPandas(to_uniform, schema)
+    assembled = VectorAssembler(inputCols=columns, outputCol="_raw").transform(uniform)
     model = RobustScaler(inputCol="_raw", outputCol="_scaled", withCentering=True,
                          withScaling=True, lower=0.25, upper=0.75).fit(assembled)
-    return np.asarray(model.median.toArray()), np.asarray(model.range.toArray())
+    partial.median = [float(v) for v in model.median.toArray()]
+    partial.scale = [float(v) for v in model.range.toArray()]
+    return partial
 
 
 def lime_training_stats(rows: DataFrame, features: list[str]) -> dict[str, Any]:
@@ -107,9 +130,9 @@ def lime_training_stats(rows: DataFrame, features: list[str]) -> dict[str, Any]:
     return stats
 
 
-def balance_with_smote(rows: DataFrame, features: list[str], median: np.ndarray,
-                       scale: np.ndarray, config: PeaConfig) -> DataFrame:
-    """Scale rows and oversample the minority class with SMOTE inside each partition.
+def balance_with_smote(rows: DataFrame, features: list[str], transform: InputTransform,
+                       config: PeaConfig) -> DataFrame:
+    """Transform rows and oversample the minority class with SMOTE inside each partition.
 
     Returns
     -------
@@ -134,7 +157,7 @@ def balance_with_smote(rows: DataFrame, features: list[str], median: np.ndarray,
         frame = pd.concat(list(batches), ignore_index=True)
         if frame.empty:
             return
-        x = robust_scale(frame[columns].to_numpy(np.float64), median, scale)
+        x = transform.apply(frame[columns].to_numpy(np.float64))
         y = frame["is_attack"].to_numpy(np.int64)
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) == 2 and counts.min() >= 2 and counts.min() < counts.max():
@@ -147,18 +170,17 @@ def balance_with_smote(rows: DataFrame, features: list[str], median: np.ndarray,
     return shuffled.mapInPandas(oversample, "features array<float>, label float")
 
 
-def scale_rows(rows: DataFrame, features: list[str], median: np.ndarray,
-               scale: np.ndarray) -> DataFrame:
-    """Scale rows without resampling: ``features`` (array<float>) and ``label`` (float)."""
+def scale_rows(rows: DataFrame, features: list[str], transform: InputTransform) -> DataFrame:
+    """Transform rows without resampling: ``features`` (array<float>) and ``label`` (float)."""
     columns = list(features)
 
-    def transform(batches):
+    def to_inputs(batches):
         for frame in batches:
-            x = robust_scale(frame[columns].to_numpy(np.float64), median, scale)
+            x = transform.apply(frame[columns].to_numpy(np.float64))
             yield pd.DataFrame({"features": list(x), "label": frame["is_attack"]
                                 .to_numpy(np.float32)})
 
-    return rows.mapInPandas(transform, "features array<float>, label float")
+    return rows.mapInPandas(to_inputs, "features array<float>, label float")
 
 
 def _train_on_rank(train_converter, val_converter, settings: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +209,9 @@ def _train_on_rank(train_converter, val_converter, settings: dict[str, Any]) -> 
         tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings["patience"],
                                          restore_best_weights=True),
     ]
-    batch = settings["batch_size"]
+    # The configured batch is the global one: each rank takes its share, so the
+    # optimiser sees the same batch size and step count whatever the rank count.
+    batch = max(1, settings["batch_size"] // hvd.size())
 
     def to_inputs(rows):
         return tf.reshape(rows.features, [-1, steps, 1]), rows.label
@@ -246,10 +270,13 @@ def run_horovod(spark: SparkSession, config: PeaConfig, train_df: DataFrame,
         "dropout": config.train.dropout,
         "threads": config.train.threads_per_rank,
     }
+    # petastorm 0.13 calls pyarrow APIs that pyarrow 14 marks deprecated, once per
+    # reader; the ranks inherit this filter so their logs stay readable.
+    env = dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning")
     try:
         results = horovod.spark.run(
             _train_on_rank, args=(train_converter, val_converter, settings),
-            num_proc=config.train.num_proc, use_gloo=True, verbose=1,
+            num_proc=config.train.num_proc, use_gloo=True, verbose=1, env=env,
         )
     finally:
         train_converter.delete()
@@ -279,13 +306,13 @@ def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
     fold = config.split.validation_fold
     fit_rows = rows.filter(F.col("fold") != fold)
     val_rows = rows.filter(F.col("fold") == fold)
-    median, scale = fit_scaler(fit_rows, features)
+    transform = fit_transform(fit_rows, features, config.train.quantiles)
     stats = lime_training_stats(rows, features)
-    balanced = balance_with_smote(fit_rows, features, median, scale, config).cache()
+    balanced = balance_with_smote(fit_rows, features, transform, config).cache()
     counts = {r["label"]: r["count"] for r in balanced.groupBy("label").count().collect()}
     logger.info("train: %d rows after SMOTE (attack %d, benign %d), %d validation rows",
                 sum(counts.values()), counts.get(1.0, 0), counts.get(0.0, 0), val_rows.count())
-    results = run_horovod(spark, config, balanced, scale_rows(val_rows, features, median, scale),
+    results = run_horovod(spark, config, balanced, scale_rows(val_rows, features, transform),
                           len(features))
     balanced.unpersist()
     chief = results[0]
@@ -298,8 +325,7 @@ def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
         version=version,
         features=features,
         display_names=[DISPLAY_NAMES[f] for f in features],
-        scaler_median=[float(v) for v in median],
-        scaler_range=[float(v) for v in scale],
+        transform=transform,
         lime_stats=stats,
         threshold=config.train.threshold,
         architecture={"conv_filters": config.train.conv_filters,

@@ -47,8 +47,10 @@ def real_data() -> Path:
 
 
 def write_subset(source: Path, target: Path, stride: int, drop_label: bool = False) -> int:
-    """Copy the header and every ``stride``-th data line (plus every line with a non-finite
-    rate) of a real file, byte for byte; return the number of data lines written."""
+    """Copy the header and every ``stride``-th data line of a real file, byte for byte.
+
+    Lines with a non-finite rate are copied too. Returns the number of data lines written.
+    """
     lines = source.read_bytes().splitlines(keepends=True)
     kept = [line for number, line in enumerate(lines[1:], start=1)
             if number % stride == 0 or b"Infinity" in line or b"NaN" in line]

@@ -11,7 +11,7 @@ from pea_spark.clean import clean, clean_flows
 from pea_spark.ingest import ingest, read_flows
 from pea_spark.schema import FEATURES
 from pea_spark.session import read_table
-from tests.conftest import ML_FILE, WEB_FILE, make_config
+from tests.conftest import ML_FILE, make_config
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def cleaned(spark, real_data, tmp_path_factory):
 
 def test_clean_real_counts(cleaned):
     _, counts = cleaned
-    assert counts == {"bronze": 23_576, "rejected": 0, "silver": 22_488, "duplicates": 1_088}
+    assert counts == {"bronze": 23_576, "silver": 22_488, "duplicates": 1_088}
 
 
 def test_clean_real_labels(spark, cleaned):
@@ -91,24 +91,8 @@ def test_clean_unifies_dash_encodings(spark, tmp_path, real_data):
     path = tmp_path / "dashes.csv"
     path.write_bytes(b"\r\n".join([header] + [row + b"," + label for label in labels]) + b"\r\n")
     parsed = read_flows(spark, [path]).filter(F.col("status") == "loaded")
-    flows, rejected = clean_flows(parsed.drop("status", "reason", "raw_line"))
+    flows = clean_flows(parsed.drop("status", "reason", "raw_line"))
     got = [r["label"] for r in flows.orderBy("line_number").collect()]
     assert got == ["Web Attack - Brute Force"] * 3 + ["BENIGN"]
-    assert rejected.count() == 0
 
 
-def test_clean_rejects_text_in_numeric_column(spark, tmp_path, real_data):
-    lines = (real_data / WEB_FILE).read_bytes().splitlines()
-    fields = lines[1].split(b",")
-    fields[7] = b"abc"  # Flow Duration
-    path = tmp_path / "text.csv"
-    path.write_bytes(b"\n".join([lines[0], b",".join(fields), lines[2]]) + b"\n")
-    config = make_config(tmp_path / "wh")
-    ingest(spark, config, [path])
-    counts = clean(spark, config, run_id="text")
-    assert counts["rejected"] == 1
-    assert counts["silver"] == 1
-    quarantined = read_table(spark, config, "quarantine").filter(F.col("run_id") == "text")
-    row = quarantined.first()
-    assert row["line_number"] == 2
-    assert row["reason"] == "text that is not a number in column(s): flow_duration"

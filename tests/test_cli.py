@@ -55,3 +55,11 @@ def test_cli_example_writes_archive(tmp_path):
     written = [Path(line) for line in result.stdout.split()]
     assert [p.name for p in written] == ["example-monday-benign.csv", "example-friday-mixed.csv"]
     assert all(p.is_file() for p in written)
+
+
+def test_cli_sql_unknown_table(tmp_path):
+    result = run_pea("--warehouse", str(tmp_path / "wh"), "sql", "SELECT * FROM pea.nothing")
+    assert result.returncode == 2
+    assert "sql failed: invalid query" in result.stderr
+    assert "TABLE_OR_VIEW_NOT_FOUND" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -13,7 +13,7 @@ from pea_spark.clean import clean
 from pea_spark.ingest import ingest
 from pea_spark.selection import select
 from pea_spark.split import split
-from pea_spark.train import fit_scaler, run_horovod, scale_rows, training_rows
+from pea_spark.train import fit_transform, run_horovod, scale_rows, training_rows
 from tests.conftest import SEED, make_config
 
 
@@ -26,9 +26,9 @@ def rank_results(spark, real_subset, tmp_path_factory):
     features = select(spark, config)
     split(spark, config)
     rows = training_rows(spark, config, features)
-    median, scale = fit_scaler(rows, features)
-    train_df = scale_rows(rows.filter(F.col("fold") != 0), features, median, scale)
-    val_df = scale_rows(rows.filter(F.col("fold") == 0), features, median, scale)
+    transform = fit_transform(rows, features, config.train.quantiles)
+    train_df = scale_rows(rows.filter(F.col("fold") != 0), features, transform)
+    val_df = scale_rows(rows.filter(F.col("fold") == 0), features, transform)
     return config, features, run_horovod(spark, config, train_df, val_df, len(features))
 
 

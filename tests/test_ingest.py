@@ -136,3 +136,28 @@ def test_find_csv_files_folder_without_csv(tmp_path):
     (tmp_path / "notes.txt").write_text("not a capture", encoding="utf-8")
     with pytest.raises(InputError, match="no CSV file found under folder"):
         find_csv_files([tmp_path])
+
+
+def test_ingest_quarantines_text_in_numeric_column(spark, tmp_path, real_data):
+    lines = (real_data / WEB_FILE).read_bytes().splitlines()
+    fields = lines[1].split(b",")
+    fields[7] = b"abc"  # Flow Duration
+    fields[20] = b"1_000"  # Flow Bytes/s
+    path = tmp_path / "text.csv"
+    path.write_bytes(b"\n".join([lines[0], b",".join(fields), lines[2]]) + b"\n")
+    config = make_config(tmp_path / "wh")
+    totals = ingest(spark, config, [path])
+    assert totals["loaded"] == 1
+    assert totals["quarantined"] == 1
+    row = read_table(spark, config, "quarantine").first()
+    assert row["line_number"] == 2
+    assert row["reason"] == ("text that is not a number in column(s): flow_duration, "
+                             "flow_bytes_per_s")
+    assert row["raw_line"] == b",".join(fields).decode()
+
+
+def test_ingest_binary_file_is_rejected(tmp_path):
+    path = tmp_path / "capture.csv"
+    path.write_bytes(bytes(range(128, 256)) * 4 + b"\n")
+    with pytest.raises(InputError, match="capture.csv: line 1 has 512 bytes that are not UTF-8"):
+        inspect_source(path)

@@ -1,8 +1,8 @@
 """Every stage in order on real CICIDS2017 rows, then the tables each stage wrote.
 
 The pipeline runs once per module on a stride sample of the three real files
-(about 2,000 rows), with at most 10 training epochs, so values here are those of a
-small, quickly trained model; the full-data figures come from ``pea run``.
+(about 2,000 rows), with at most 10 training epochs. Values here are those of a
+small, quickly trained model, and the full-data figures come from ``pea run``.
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def test_train_writes_artifact_and_models_row(spark, pipeline):
     artifact = summary["train"]
     assert artifact.version == 1
     assert artifact.features == summary["select"]
-    assert len(artifact.scaler_median) == 15
-    assert all(r >= 0 for r in artifact.scaler_range)
+    assert len(artifact.transform.median) == 15
+    assert all(r >= 0 for r in artifact.transform.scale)
+    assert [len(q) for q in artifact.transform.quantiles] == [1001] * 15
     assert artifact.training["num_proc"] == 2
     assert 1 <= artifact.training["epochs"] <= 10
     assert artifact.training["rows_after_smote"] > artifact.training["rows"]
