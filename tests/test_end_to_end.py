@@ -9,17 +9,19 @@ import pytest
 from pea_spark.session import TABLES
 from tests.conftest import run_pea
 
-# The F1 this test demands on the test split. Runs differ by about 0.005
-# because Petastorm shuffles without a seed, so the bound sits below the
-# figures measured with `pea run` (see the README's Results section).
-MIN_F1 = 0.945
-MIN_ROC_AUC = 0.99
+# Training stops after 30 epochs here to keep the test near 10 minutes on 2
+# cores; the default 80 epochs give the higher figures in the README. Runs
+# also differ a little because Petastorm shuffles without a seed.
+EPOCHS = 30
+MIN_F1 = 0.93
+MIN_ROC_AUC = 0.985
 
 
 @pytest.fixture(scope="module")
 def full_run(real_data, tmp_path_factory):
     warehouse = tmp_path_factory.mktemp("wh_end_to_end")
-    result = run_pea("--warehouse", str(warehouse), "--set", "explain.flows=sample",
+    result = run_pea("--warehouse", str(warehouse), "--set", f"train.epochs={EPOCHS}",
+                     "--set", "explain.flows=sample",
                      "--set", "explain.sample_fraction=0.005", "run", "--input",
                      str(real_data), timeout=2400)
     return warehouse, result
