@@ -109,7 +109,7 @@ class InputTransform:
     feature is first mapped to its empirical cumulative distribution on the
     training split, which spreads those values evenly over [0, 1]. The
     RobustScaler (median and interquartile range fitted by Spark ML on the
-    transformed training split) then centres them; a range of 0 divides by 1,
+    transformed training split) then centres them. A range of 0 divides by 1,
     as scikit-learn's RobustScaler does.
 
     Attributes
@@ -131,7 +131,7 @@ class InputTransform:
         Values between two stored quantiles are interpolated, as in
         scikit-learn's QuantileTransformer. A value that equals a run of equal
         quantiles maps to the middle of the run (the mean of a forward and a
-        backward interpolation). Unlike scikit-learn, this holds at the minimum
+        backward interpolation). Unlike scikit-learn, this applies at the minimum
         and maximum too, so the 40% of flows with a rate of exactly 0 map to 0.2,
         not 0. Values outside the training range map to 0 or 1.
         """
@@ -159,8 +159,8 @@ _COMPILED: dict[int, tuple[Any, Any]] = {}
 def compiled_call(model: Any) -> Any:
     """Return ``model(x, training=False)`` compiled with ``tf.function``, once per model.
 
-    Eager Keras runs the LSTM's 15 time steps op by op; the compiled graph was
-    about 10 times faster on 1,000 rows on one core (TensorFlow 2.15).
+    Eager Keras runs the LSTM's 15 time steps op by op. The compiled graph took
+    0.12 s instead of 0.35 s for 1,000 rows on one loaded core (TensorFlow 2.15).
     """
     entry = _COMPILED.get(id(model))
     if entry is None:

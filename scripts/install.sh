@@ -25,6 +25,7 @@ command -v c++ >/dev/null || command -v g++ >/dev/null \
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip)
+# petastorm 0.13.1 requires setuptools < 70; installing that first avoids a downgrade later.
 "${PIP[@]}" install --quiet --upgrade pip wheel "setuptools<70"
 
 # TensorFlow first: Horovod's build compiles against the installed TensorFlow.
