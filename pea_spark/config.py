@@ -186,6 +186,9 @@ def _apply(target: Any, values: dict[str, Any], prefix: str = "") -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"invalid value {value!r} for {key}: expected a mapping")
             _apply(getattr(target, name), value, prefix=f"{key}.")
+        elif typing.get_origin(expected) is dict:
+            # Mappings merge, so that --set spark.conf.KEY=VALUE adds one entry.
+            setattr(target, name, {**getattr(target, name), **_coerce(key, value, expected)})
         else:
             setattr(target, name, _coerce(key, value, expected))
 
@@ -195,6 +198,9 @@ def _parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"invalid override {text!r}: expected KEY=VALUE, e.g. train.epochs=5")
     key, raw = text.split("=", 1)
     value: Any = raw
+    if key.strip().startswith("spark.conf."):
+        # Spark setting names contain dots themselves: spark.conf.spark.sql.x=1.
+        return {"spark": {"conf": {key.strip()[len("spark.conf."):]: raw}}}
     nested: dict[str, Any] = {}
     cursor = nested
     parts = key.strip().split(".")

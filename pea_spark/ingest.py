@@ -84,7 +84,8 @@ def find_csv_files(inputs: list[str | Path]) -> list[Path]:
         else:
             raise InputError(f"input not found: {path}: check the path, or omit --input "
                              "to run on the built-in example archive")
-    return [p.resolve() for p in files]
+    # A file named twice (directly, or also through its folder) is read once.
+    return list(dict.fromkeys(p.resolve() for p in files))
 
 
 def _file_sha256(path: Path) -> str:

@@ -48,3 +48,9 @@ def test_config_rejects_unknown_key_in_file(tmp_path):
 def test_config_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="configuration file not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_config_spark_conf_entry_override():
+    config = load_config(None, ["spark.conf={spark.a: 1}",
+                                "spark.conf.spark.sql.shuffle.partitions=3"])
+    assert config.spark.conf == {"spark.a": "1", "spark.sql.shuffle.partitions": "3"}

@@ -161,3 +161,9 @@ def test_ingest_binary_file_is_rejected(tmp_path):
     path.write_bytes(bytes(range(128, 256)) * 4 + b"\n")
     with pytest.raises(InputError, match="capture.csv: line 1 has 512 bytes that are not UTF-8"):
         inspect_source(path)
+
+
+def test_find_csv_files_reads_each_file_once(real_data):
+    path = real_data / ML_FILE
+    found = find_csv_files([path, path, path.parent])
+    assert found == [path.resolve()]
