@@ -1,10 +1,10 @@
 """Ingest CICFlowMeter CSV exports into the bronze Delta table.
 
-Every data line of every input file ends in exactly one place: the bronze table
-(a flow, its values as the original strings under canonical column names), the
-quarantine table (a line with the wrong number of fields or with text in a
-numeric column, with the reason), or the count of skipped lines (empty lines
-and lines of only commas). The audit table holds
+Every data line of every input file ends in exactly one place. A flow goes to
+the bronze table, its values kept as the original strings under canonical
+column names. A line with the wrong number of fields or with text in a numeric
+column goes to the quarantine table, with the reason. Empty lines and lines of
+only commas are counted as skipped. The audit table holds
 those counts per file and run, and ``lines_read`` always equals their sum.
 """
 
@@ -66,7 +66,7 @@ def find_csv_files(inputs: list[str | Path]) -> list[Path]:
     Raises
     ------
     InputError
-        When a path does not exist or a folder holds no CSV file.
+        When a path does not exist or a folder contains no CSV file.
     """
     files: list[Path] = []
     for item in inputs:
@@ -211,7 +211,7 @@ def read_flows(spark: SparkSession, files: list[Path], min_partitions: int = 2) 
     DataFrame
         Columns ``status`` (loaded, quarantined, skipped), ``reason``, ``raw_line``,
         ``source_file``, ``line_number`` (1-based, the header is line 1), then every
-        identifier, feature and the label as strings; absent columns are null.
+        identifier, feature and the label as strings. Absent columns are null.
 
     Notes
     -----
@@ -280,7 +280,7 @@ def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> 
 
 
 def _audit(parsed: DataFrame, inventory: DataFrame, run_id: str) -> DataFrame:
-    """One audit row per input file, also for files with a header and no data line."""
+    """Build one audit row per input file, also for files with a header and no data line."""
     counted = parsed.groupBy("source_file").agg(
         F.sum(F.when(F.col("status") == "loaded", 1).otherwise(0)).alias("loaded"),
         F.sum(F.when(F.col("status") == "quarantined", 1).otherwise(0)).alias("quarantined"),
