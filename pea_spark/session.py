@@ -83,10 +83,12 @@ def _quiet_codegen_fallback(spark: SparkSession) -> None:
     # method limit; Spark then falls back to interpreted evaluation with the same
     # results and logs the whole generated plan as a warning. Only errors are kept.
     jvm = spark.sparkContext._jvm
-    level = jvm.org.apache.logging.log4j.Level.ERROR
-    for name in ("org.apache.spark.sql.execution.WholeStageCodegenExec",
-                 "org.apache.spark.sql.catalyst.expressions.codegen.CodeGenerator"):
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
+    # CodeGenerator logs the 64 KB compile failure itself at ERROR, so it is set to OFF.
+    levels = {"org.apache.spark.sql.execution.WholeStageCodegenExec": "ERROR",
+              "org.apache.spark.sql.catalyst.expressions.codegen.CodeGenerator": "OFF"}
+    for name, level in levels.items():
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            name, jvm.org.apache.logging.log4j.Level.getLevel(level))
 
 
 def table_path(config: PeaConfig, name: str) -> Path:
@@ -111,7 +113,11 @@ def register_tables(spark: SparkSession, config: PeaConfig) -> list[str]:
     registered = []
     for name in TABLES:
         path = table_path(config, name)
-        if (path / "_delta_log").is_dir():
+        if (path / "_delta_log").is_dir() and not table_exists(config, name):
+            logger.warning("table folder %s has no committed version (a write was interrupted "
+                           "before its first commit); it is skipped: delete the folder to "
+                           "clear this warning", path)
+        if table_exists(config, name):
             spark.sql(
                 f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{path}'"
             )
@@ -158,8 +164,9 @@ def write_table(
 
 
 def table_exists(config: PeaConfig, name: str) -> bool:
-    """Tell whether Delta table ``name`` exists in the warehouse."""
-    return (table_path(config, name) / "_delta_log").is_dir()
+    """Tell whether Delta table ``name`` exists in the warehouse with at least one commit."""
+    log = table_path(config, name) / "_delta_log"
+    return log.is_dir() and any(log.glob("*.json"))
 
 
 def read_table(spark: SparkSession, config: PeaConfig, name: str) -> DataFrame:

@@ -30,8 +30,12 @@ def test_config_override_coerces_types():
         ("explain.flows=some", "expected one of attacks, all, sample"),
         ("database=pea-prod", "expected a SQL identifier"),
         ("epochs", "expected KEY=VALUE"),
+        ("explain.num_features=0", "invalid value 0 for explain.num_features"),
+        ("train.dropout=7", "invalid value 7.0 for train.dropout"),
+        ("train.conv_filters=[]", "invalid value .* for train.conv_filters"),
     ],
-    ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice", "bad-database", "no-equals"],
+    ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice", "bad-database", "no-equals",
+         "zero-features", "dropout", "no-filters"],
 )
 def test_config_rejects_invalid_override(override, message):
     with pytest.raises(ConfigError, match=message):
