@@ -12,7 +12,7 @@ scoring alike):
 - ``-1`` in ``Init_Win_bytes_forward``, ``Init_Win_bytes_backward`` and
   ``Flow IAT Min`` is CICFlowMeter's "not available" marker. It is kept as -1,
   a finite value that keeps the "no packet in that direction" signal, and counted.
-- Labels are trimmed; the en dash in ``Web Attack – XSS`` arrives as UTF-8, as a
+- Labels are trimmed. The en dash in ``Web Attack – XSS`` arrives as UTF-8, as a
   cp1252 byte decoded to U+FFFD, or as mojibake, and all become ``Web Attack - XSS``.
   ``is_attack`` is 0 for BENIGN (any case) and 1 for every other label.
 - For training, exact duplicate rows (same identifiers, features and label) are

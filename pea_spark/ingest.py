@@ -4,7 +4,7 @@ Every data line of every input file ends in exactly one place. A flow goes to
 the bronze table, its values kept as the original strings under canonical
 column names. A line with the wrong number of fields or with text in a numeric
 column goes to the quarantine table, with the reason. Empty lines and lines of
-only commas are counted as skipped. The audit table holds
+only commas are counted as skipped. The audit table contains
 those counts per file and run, and ``lines_read`` always equals their sum.
 """
 
@@ -26,7 +26,8 @@ from pea_spark.config import PeaConfig
 from pea_spark.schema import FEATURES, IDENTIFIERS, LABEL, HeaderMapping, map_header
 from pea_spark.session import write_table
 
-__all__ = ["InputError", "find_csv_files", "read_flows", "ingest", "BRONZE_COLUMNS"]
+__all__ = ["InputError", "find_csv_files", "read_flows", "quarantine_rows", "ingest",
+           "BRONZE_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,14 @@ def read_flows(spark: SparkSession, files: list[Path], min_partitions: int = 2) 
     return spark.createDataFrame(union, _PARSED_SCHEMA)
 
 
+def quarantine_rows(parsed: DataFrame, run_id: str) -> DataFrame:
+    """Select the quarantined lines of :func:`read_flows` output as quarantine table rows."""
+    return parsed.filter(F.col("status") == "quarantined").select(
+        F.lit(run_id).alias("run_id"), "source_file", "line_number", "raw_line", "reason",
+        F.current_timestamp().alias("recorded_at"),
+    )
+
+
 def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> dict[str, int]:
     """Load CSV files into ``bronze``, unparseable lines into ``quarantine``, counts into
     ``ingest_audit``.
@@ -250,11 +259,7 @@ def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> 
     try:
         bronze = parsed.filter(F.col("status") == "loaded").select(*BRONZE_COLUMNS)
         write_table(bronze, config, "bronze")
-        quarantine = parsed.filter(F.col("status") == "quarantined").select(
-            F.lit(run_id).alias("run_id"), "source_file", "line_number", "raw_line", "reason",
-            F.current_timestamp().alias("recorded_at"),
-        )
-        write_table(quarantine, config, "quarantine", mode="append")
+        write_table(quarantine_rows(parsed, run_id), config, "quarantine", mode="append")
         inventory = spark.createDataFrame(
             [(str(p), _file_sha256(p), p.stat().st_size) for p in files],
             "source_file string, sha256 string, size_bytes long")

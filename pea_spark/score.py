@@ -17,7 +17,7 @@ from pyspark.sql.functions import pandas_udf
 from pea_spark.artifact import ModelArtifact
 from pea_spark.clean import clean_flows
 from pea_spark.config import PeaConfig
-from pea_spark.ingest import find_csv_files, read_flows
+from pea_spark.ingest import find_csv_files, quarantine_rows, read_flows
 from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.train import latest_artifact
 
@@ -40,10 +40,7 @@ def load_flows(spark: SparkSession, config: PeaConfig,
     if not inputs:
         return read_table(spark, config, "silver")
     parsed = read_flows(spark, find_csv_files(inputs), config.ingest.min_partitions)
-    rejected = parsed.filter(F.col("status") == "quarantined").select(
-        F.lit(f"score-{uuid.uuid4().hex[:8]}").alias("run_id"), "source_file", "line_number",
-        "raw_line", "reason", F.current_timestamp().alias("recorded_at"),
-    ).cache()
+    rejected = quarantine_rows(parsed, f"score-{uuid.uuid4().hex[:8]}").cache()
     count = rejected.count()
     if count:
         write_table(rejected, config, "quarantine", mode="append")

@@ -100,8 +100,10 @@ def register_tables(spark: SparkSession, config: PeaConfig) -> list[str]:
     """Register every Delta table found in the warehouse in the session's catalog.
 
     Spark's default catalog lives in memory, so each new session registers the
-    tables again from their folders; ``SELECT * FROM pea.predictions`` then works
-    in any session that points at the same warehouse.
+    tables again from their folders. ``SELECT * FROM pea.predictions`` then works
+    in any session that points at the same warehouse. A folder whose
+    ``_delta_log`` has no commit (a write killed before its first commit) is
+    skipped with a warning.
 
     Returns
     -------

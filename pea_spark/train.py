@@ -64,7 +64,7 @@ def fit_transform(rows: DataFrame, features: list[str], quantiles: int) -> Input
     Notes
     -----
     One pass computes ``quantiles + 1`` approximate quantiles of each feature
-    (relative error 1e-4); a second pass maps the rows through them in
+    (relative error 1e-4). A second pass maps the rows through them in
     ``mapInPandas`` and fits the RobustScaler (quartiles 0.25 and 0.75).
     """
     probabilities = [i / quantiles for i in range(quantiles + 1)]
@@ -209,8 +209,8 @@ def _train_on_rank(train_converter, val_converter, settings: dict[str, Any]) -> 
         tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings["patience"],
                                          restore_best_weights=True),
     ]
-    # The configured batch is the global one: each rank takes its share, so the
-    # optimiser sees the same batch size and step count whatever the rank count.
+    # The configured batch is the global one. Each rank takes its share, so the
+    # optimiser gets the same batch size and step count for any number of ranks.
     batch = max(1, settings["batch_size"] // hvd.size())
 
     def to_inputs(rows):

@@ -167,3 +167,16 @@ def test_find_csv_files_reads_each_file_once(real_data):
     path = real_data / ML_FILE
     found = find_csv_files([path, path, path.parent])
     assert found == [path.resolve()]
+
+
+def test_uncommitted_table_folder_is_skipped(spark, tmp_path, real_data, caplog):
+    from pea_spark.session import register_tables, table_exists
+
+    config = make_config(tmp_path / "wh")
+    (tmp_path / "wh" / config.database / "bronze" / "_delta_log").mkdir(parents=True)
+    assert not table_exists(config, "bronze")
+    assert register_tables(spark, config) == []
+    assert "has no committed version" in caplog.text
+    totals = ingest(spark, config, [real_data / ML_FILE])
+    assert totals["loaded"] == 9_998
+    assert table_exists(config, "bronze")

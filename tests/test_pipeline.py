@@ -201,3 +201,17 @@ def test_sql_command_reads_predictions(spark, pipeline):
                      "GROUP BY model_version")
     assert result.returncode == 0, result.stderr
     assert f"|1|{stored}|" in result.stdout.replace(" ", "")
+
+
+def test_score_quarantines_unparseable_lines(spark, pipeline, tmp_path, real_data):
+    config, _ = pipeline
+    lines = (real_data / "web_attacks/web_attacks_balanced.csv").read_bytes().splitlines()
+    path = tmp_path / "archive.csv"
+    path.write_bytes(b"\n".join([lines[0], lines[1], b"1,2,3", lines[2]]) + b"\n")
+    result = score(spark, config, [path])
+    assert result["flows"] == 2
+    quarantine = read_table(spark, config, "quarantine").filter(
+        F.col("source_file") == str(path.resolve())).collect()
+    assert len(quarantine) == 1
+    assert quarantine[0]["line_number"] == 3
+    assert quarantine[0]["run_id"].startswith("score-")
