@@ -29,6 +29,7 @@ class SparkSettings:
 @dataclass
 class IngestSettings:
     min_partitions: int = 2
+    lock_timeout_s: float = 3600.0
 
 
 @dataclass
@@ -108,6 +109,7 @@ class PeaConfig:
             ("split.validation_fold", 0 <= self.split.validation_fold < self.split.folds,
              "an integer in [0, split.folds)"),
             ("ingest.min_partitions", self.ingest.min_partitions >= 1, "an integer >= 1"),
+            ("ingest.lock_timeout_s", self.ingest.lock_timeout_s >= 0, "a number of seconds >= 0"),
             ("train.num_proc", self.train.num_proc >= 1, "an integer >= 1"),
             ("train.learning_rate", self.train.learning_rate > 0, "a number > 0"),
             ("train.dropout", 0 <= self.train.dropout < 1, "a number in [0, 1)"),

@@ -1,11 +1,23 @@
-"""Ingest CICFlowMeter CSV exports into the bronze Delta table.
+"""Ingest CICFlowMeter CSV exports into the bronze Delta table, incrementally.
 
-Every data line of every input file ends in exactly one place. A flow goes to
-the bronze table, its values kept as the original strings under canonical
-column names. A line with the wrong number of fields or with text in a numeric
-column goes to the quarantine table, with the reason. Empty lines and lines of
-only commas are counted as skipped. The audit table contains
-those counts per file and run, and ``lines_read`` always equals their sum.
+Every line of every input file ends in exactly one place. A flow goes to the
+bronze table, its values kept as the original strings under canonical column
+names, with the values of columns that no alias resolves kept aside in
+``extra_columns``. A line with the wrong number of fields or with text in a
+numeric column goes to the quarantine table, with the reason. The header, empty
+lines, lines of only commas and repeated headers are counted as skipped, by
+reason. The audit table has those counts per file and run, and ``lines_read``
+always equals ``rows_loaded + rows_quarantined + lines_skipped``.
+
+Lines end at a line feed only (a carriage return before it is dropped), as ``wc -l`` and
+``sed -n Np`` count them, so reported line numbers match what a user sees.
+
+Files are identified by the SHA-256 of their content. A file whose content is
+already in bronze adds nothing; a path whose content changed has its old
+rows replaced, and no other rows are touched. A run parses its files into a
+staging folder, then commits bronze, quarantine and audit under the warehouse
+lock and journal of :mod:`pea_spark.transaction`, so a killed run leaves the
+tables as they were, and two runs at once never interleave.
 """
 
 from __future__ import annotations
@@ -13,6 +25,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import math
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,18 +34,35 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType
+from pyspark.sql.types import LongType, MapType, StringType, StructField, StructType
 
 from pea_spark.config import PeaConfig
-from pea_spark.schema import FEATURES, IDENTIFIERS, LABEL, HeaderMapping, map_header
-from pea_spark.session import write_table
+from pea_spark.schema import (
+    DISPLAY_NAMES,
+    FEATURES,
+    IDENTIFIERS,
+    LABEL,
+    HeaderMapping,
+    detect_dialect,
+    map_header,
+)
+from pea_spark.session import read_table, table_exists, write_table
+from pea_spark.transaction import (
+    Journal,
+    WarehouseLock,
+    failpoint,
+    ingest_folder,
+    recover,
+)
 
-__all__ = ["InputError", "find_csv_files", "read_flows", "quarantine_rows", "ingest",
-           "BRONZE_COLUMNS"]
+__all__ = ["InputError", "find_csv_files", "inspect_source", "read_flows", "quarantine_rows",
+           "ingest", "BRONZE_COLUMNS", "AUDIT_SCHEMA"]
 
 logger = logging.getLogger(__name__)
 
-BRONZE_COLUMNS = ["source_file", "line_number", *IDENTIFIERS, *FEATURES, LABEL]
+_VALUE_COLUMNS = [*IDENTIFIERS, *FEATURES, LABEL]
+BRONZE_COLUMNS = ["source_file", "line_number", "source_sha256", "run_id", *_VALUE_COLUMNS,
+                  "extra_columns"]
 
 _PARSED_SCHEMA = StructType(
     [
@@ -40,8 +71,17 @@ _PARSED_SCHEMA = StructType(
         StructField("raw_line", StringType(), True),
         StructField("source_file", StringType(), False),
         StructField("line_number", LongType(), False),
-        *[StructField(c, StringType(), True) for c in [*IDENTIFIERS, *FEATURES, LABEL]],
+        *[StructField(c, StringType(), True) for c in _VALUE_COLUMNS],
+        StructField("extra_columns", MapType(StringType(), StringType()), True),
     ]
+)
+
+AUDIT_SCHEMA = (
+    "run_id string, source_file string, sha256 string, size_bytes long, status string, "
+    "dialect string, lines_read long, rows_loaded long, rows_quarantined long, "
+    "lines_skipped long, skip_reasons map<string,long>, quarantine_reasons map<string,long>, "
+    "extra_columns array<string>, dropped_columns array<string>, note string, "
+    "ingested_at timestamp"
 )
 
 # Characters that Hadoop's path parser treats as glob syntax or as a separator.
@@ -59,6 +99,7 @@ class CsvSource:
     path: Path
     header: list[str]
     mapping: HeaderMapping
+    dialect: str
 
 
 def find_csv_files(inputs: list[str | Path]) -> list[Path]:
@@ -119,7 +160,8 @@ def inspect_source(path: Path) -> CsvSource:
     Raises
     ------
     InputError
-        When the header has no known CICFlowMeter feature column.
+        When the file is empty or not text, or its header has no known
+        CICFlowMeter feature column.
     """
     header = _read_header(path)
     mapping = map_header(header)
@@ -131,12 +173,15 @@ def inspect_source(path: Path) -> CsvSource:
             "the file is a CICFlowMeter flow export with its header on line 1"
         )
     for column, position in mapping.repeated:
-        logger.warning("%s: column %s repeated at position %d; the first copy is kept",
-                       path.name, column, position + 1)
+        first = mapping.positions[column]
+        logger.warning("%s: column %r at position %d repeats the one at position %d; one copy "
+                       "is kept when both hold equal values", path.name, header[position].strip(),
+                       position + 1, first + 1)
     if mapping.unknown:
-        logger.warning("%s: %d columns with no known name are not loaded: %s",
+        logger.warning("%s: %d columns have no known name and are kept aside in "
+                       "bronze.extra_columns, not used as features: %s",
                        path.name, len(mapping.unknown), ", ".join(mapping.unknown))
-    return CsvSource(path, header, mapping)
+    return CsvSource(path, header, mapping, detect_dialect(header))
 
 
 def _hadoop_path(path: Path) -> str:
@@ -163,38 +208,98 @@ def _invalid_numbers(fields: list[str], numeric: list[tuple[str, int]]) -> list[
     return invalid
 
 
+def _same_value(first: str, second: str) -> bool:
+    """Tell whether two copies of a column hold the same value (``32`` equals ``32.0``)."""
+    first, second = first.strip(), second.strip()
+    if first == second:
+        return True
+    try:
+        a, b = float(first), float(second)
+    except ValueError:
+        return False
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _csv_error_reason(text: str, error: csv.Error) -> str:
+    if "\x00" in text:
+        return "not valid CSV: a NUL byte inside the line"
+    if "\r" in text:
+        return "not valid CSV: a carriage return inside the line"
+    return f"not valid CSV: {error}"
+
+
 def _line_parser(source: CsvSource):
     """Build the function that turns ``(line, index)`` pairs into parsed rows."""
     width = len(source.header)
-    columns = [*IDENTIFIERS, *FEATURES, LABEL]
-    positions = [source.mapping.positions.get(c) for c in columns]
+    header_text = ",".join(source.header)
+    positions = [source.mapping.positions.get(c) for c in _VALUE_COLUMNS]
     numeric = [(c, source.mapping.positions[c]) for c in FEATURES if c in source.mapping.positions]
+    repeats = [(DISPLAY_NAMES.get(c, c), source.mapping.positions[c], p)
+               for c, p in source.mapping.repeated]
+    extras = list(zip(source.mapping.unknown, source.mapping.unknown_positions, strict=True))
     file_name = str(source.path)
-    empty = [None] * len(columns)
+    empty = [None] * len(_VALUE_COLUMNS)
+
+    def outcome(status, reason, raw, line_number):
+        return (status, reason, raw, file_name, line_number, *empty, None)
 
     def parse(pairs):
         for line, index in pairs:
             line_number = index + 1
-            if index == 0:
-                continue
             text = line.rstrip("\r")
-            if not text.replace(",", "").strip():
-                yield ("skipped", "empty line", None, file_name, line_number, *empty)
+            if index == 0:
+                yield outcome("skipped", "header", None, line_number)
                 continue
-            fields = next(csv.reader([text]))
+            if not text.replace(",", "").strip():
+                yield outcome("skipped", "empty line", None, line_number)
+                continue
+            try:
+                fields = next(csv.reader([text]))
+            except csv.Error as error:
+                yield outcome("quarantined", _csv_error_reason(text, error), text, line_number)
+                continue
             if len(fields) != width:
                 reason = f"expected {width} fields as in the header, found {len(fields)}"
-                yield ("quarantined", reason, text, file_name, line_number, *empty)
+                yield outcome("quarantined", reason, text, line_number)
+                continue
+            if ",".join(fields) == header_text:
+                yield outcome("skipped", "repeated header", None, line_number)
                 continue
             invalid = _invalid_numbers(fields, numeric)
             if invalid:
                 reason = f"text that is not a number in column(s): {', '.join(invalid)}"
-                yield ("quarantined", reason, text, file_name, line_number, *empty)
+                yield outcome("quarantined", reason, text, line_number)
+                continue
+            differing = [(name, first, again) for name, first, again in repeats
+                         if not _same_value(fields[first], fields[again])]
+            if differing:
+                name, first, again = differing[0]
+                reason = (f"column {name!r} at positions {first + 1} and {again + 1} holds "
+                          f"different values: {fields[first]!r} and {fields[again]!r}")
+                yield outcome("mismatch", reason, text, line_number)
                 continue
             values = [None if p is None else (fields[p].strip() or None) for p in positions]
-            yield ("loaded", None, None, file_name, line_number, *values)
+            extra = {name: fields[p].strip() for name, p in extras} or None
+            yield ("loaded", None, None, file_name, line_number, *values, extra)
 
     return parse
+
+
+def _read_lines(spark: SparkSession, path: Path, min_partitions: int):
+    """RDD of the lines of one file, split at line feeds only, as Python strings.
+
+    Invalid UTF-8 bytes (a cp1252 ``0x96`` dash) become U+FFFD, as in Hadoop's Text.
+    """
+    size = max(path.stat().st_size, 1)
+    conf = {
+        "textinputformat.record.delimiter": "\n",
+        "mapreduce.input.fileinputformat.split.maxsize":
+            str(max(1 << 20, math.ceil(size / min_partitions))),
+    }
+    records = spark.sparkContext.newAPIHadoopFile(
+        _hadoop_path(path), "org.apache.hadoop.mapreduce.lib.input.TextInputFormat",
+        "org.apache.hadoop.io.LongWritable", "org.apache.hadoop.io.Text", conf=conf)
+    return records.values()
 
 
 def read_flows(spark: SparkSession, files: list[Path], min_partitions: int = 2) -> DataFrame:
@@ -205,27 +310,26 @@ def read_flows(spark: SparkSession, files: list[Path], min_partitions: int = 2) 
     files : list of Path
         CSV files with a CICFlowMeter header on line 1.
     min_partitions : int
-        Minimum number of input splits per file.
+        Input splits per file, for files over 1 MiB per split.
 
     Returns
     -------
     DataFrame
-        Columns ``status`` (loaded, quarantined, skipped), ``reason``, ``raw_line``,
-        ``source_file``, ``line_number`` (1-based, the header is line 1), then every
-        identifier, feature and the label as strings. Absent columns are null.
+        Columns ``status`` (loaded, quarantined, skipped, mismatch), ``reason``,
+        ``raw_line``, ``source_file``, ``line_number`` (1-based, the header is
+        line 1), every identifier, feature and the label as strings (absent
+        columns are null), and ``extra_columns``.
 
     Notes
     -----
     Line numbers come from ``zipWithIndex``, which runs one extra Spark job per
     file to count the lines of each partition.
     """
-    sources = [inspect_source(path) for path in files]
-    rdds = []
-    for source in sources:
-        lines = spark.sparkContext.textFile(_hadoop_path(source.path), min_partitions)
-        rdds.append(lines.zipWithIndex().mapPartitions(_line_parser(source)))
-    if not rdds:
+    if not files:
         raise InputError("no input files given: pass --input with CSV files or folders")
+    sources = [inspect_source(path) for path in files]
+    rdds = [_read_lines(spark, s.path, min_partitions).zipWithIndex()
+            .mapPartitions(_line_parser(s)) for s in sources]
     union = rdds[0] if len(rdds) == 1 else spark.sparkContext.union(rdds)
     return spark.createDataFrame(union, _PARSED_SCHEMA)
 
@@ -238,71 +342,217 @@ def quarantine_rows(parsed: DataFrame, run_id: str) -> DataFrame:
     )
 
 
-def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> dict[str, int]:
-    """Load CSV files into ``bronze``, unparseable lines into ``quarantine``, counts into
-    ``ingest_audit``.
+@dataclass
+class _Plan:
+    """What one run does with one input file."""
 
-    The bronze table is replaced by the rows of these inputs; quarantine and
-    audit rows of earlier runs are kept, tagged with their ``run_id``.
+    source: CsvSource
+    sha256: str
+    size_bytes: int
+    status: str  # new, replaced, unchanged or duplicate
+    note: str | None = None
+    replaces_rows: bool = False
+
+    @property
+    def parse(self) -> bool:
+        return self.status in ("new", "replaced")
+
+
+def _current_files(spark: SparkSession, config: PeaConfig) -> dict[str, str]:
+    """Content hash now loaded for each source file, from the latest audit row that loaded it."""
+    if not table_exists(config, "ingest_audit"):
+        return {}
+    audit = read_table(spark, config, "ingest_audit").filter(
+        F.col("status").isin("new", "replaced", "duplicate"))
+    latest = audit.groupBy("source_file").agg(
+        F.max_by("sha256", "ingested_at").alias("sha256"),
+        F.max_by("status", "ingested_at").alias("status"))
+    return {r["source_file"]: (r["sha256"] if r["status"] != "duplicate" else "")
+            for r in latest.collect()}
+
+
+def _plan(sources: list[CsvSource], current: dict[str, str]) -> list[_Plan]:
+    loaded = {sha: path for path, sha in current.items() if sha}
+    plans = []
+    for source in sources:
+        path = str(source.path)
+        sha = _file_sha256(source.path)
+        plan = _Plan(source, sha, source.path.stat().st_size, "new",
+                     replaces_rows=path in current)
+        if current.get(path) == sha:
+            plan.status, plan.replaces_rows = "unchanged", False
+            plan.note = "same content as when last ingested; nothing read"
+        elif sha in loaded:
+            plan.status = "duplicate"
+            plan.note = f"same content as {loaded[sha]}, already ingested; nothing read"
+        elif path in current:
+            plan.status = "replaced"
+            plan.note = "content changed since the last ingest; its rows were replaced"
+        if plan.parse:
+            loaded[sha] = path
+        plans.append(plan)
+    return plans
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> dict[str, int]:
+    """Load new and changed CSV files into ``bronze``, bad lines into ``quarantine``, and
+    one row per file into ``ingest_audit``.
+
+    Files already ingested with the same content add nothing; a file whose
+    content changed replaces its own rows. The three tables change together or
+    not at all (see :mod:`pea_spark.transaction`).
 
     Returns
     -------
     dict
         Totals over all files: ``files``, ``lines_read``, ``loaded``, ``quarantined``,
-        ``skipped``.
+        ``skipped``, and ``unchanged`` (files with nothing to read).
+
+    Raises
+    ------
+    InputError
+        When an input is missing, empty, not text or not a CICFlowMeter export,
+        or when a repeated column holds different values; nothing is written.
+    ConflictError
+        When another writer holds the warehouse lock longer than ``ingest.lock_timeout_s``.
     """
     start = time.monotonic()
     files = find_csv_files(inputs)
-    logger.info("ingest: reading %d CSV files", len(files))
+    sources = [inspect_source(path) for path in files]
     run_id = uuid.uuid4().hex[:12]
-    parsed = read_flows(spark, files, config.ingest.min_partitions).persist()
-    try:
-        bronze = parsed.filter(F.col("status") == "loaded").select(*BRONZE_COLUMNS)
-        write_table(bronze, config, "bronze")
-        write_table(quarantine_rows(parsed, run_id), config, "quarantine", mode="append")
-        inventory = spark.createDataFrame(
-            [(str(p), _file_sha256(p), p.stat().st_size) for p in files],
-            "source_file string, sha256 string, size_bytes long")
-        audit = _audit(parsed, inventory, run_id)
-        write_table(audit, config, "ingest_audit", mode="append")
-        rows = audit.collect()
-    finally:
-        parsed.unpersist()
+    logger.info("ingest: run %s over %d CSV files", run_id, len(files))
+    with WarehouseLock(config, config.ingest.lock_timeout_s):
+        recover(spark, config)
+        plans = _plan(sources, _current_files(spark, config))
+        staging = ingest_folder(config) / "staging" / run_id
+        try:
+            counts = _stage(spark, config, plans, staging)
+            _check_repeated_columns(spark, staging, plans)
+            rows = _audit_rows(plans, counts, run_id)
+            _publish(spark, config, plans, staging, rows, run_id)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     totals = {
         "files": len(files),
-        "lines_read": sum(r["lines_read"] for r in rows),
-        "loaded": sum(r["rows_loaded"] for r in rows),
-        "quarantined": sum(r["rows_quarantined"] for r in rows),
-        "skipped": sum(r["lines_skipped"] for r in rows),
+        "lines_read": sum(r[6] for r in rows),
+        "loaded": sum(r[7] for r in rows),
+        "quarantined": sum(r[8] for r in rows),
+        "skipped": sum(r[9] for r in rows),
+        "unchanged": sum(1 for p in plans if not p.parse),
     }
     if totals["quarantined"]:
         logger.warning("ingest: %d lines quarantined; see %s.quarantine for each line and "
                        "reason", totals["quarantined"], config.database)
-    logger.info("ingest: %d files, %d lines read, %d loaded, %d quarantined, %d skipped "
-                "in %.1f s", totals["files"], totals["lines_read"], totals["loaded"],
-                totals["quarantined"], totals["skipped"], time.monotonic() - start)
+    logger.info("ingest: %d files (%d unchanged), %d lines read, %d loaded, %d quarantined, "
+                "%d skipped in %.1f s", totals["files"], totals["unchanged"],
+                totals["lines_read"], totals["loaded"], totals["quarantined"],
+                totals["skipped"], time.monotonic() - start)
     return totals
 
 
-def _audit(parsed: DataFrame, inventory: DataFrame, run_id: str) -> DataFrame:
-    """Build one audit row per input file, also for files with a header and no data line."""
-    counted = parsed.groupBy("source_file").agg(
-        F.sum(F.when(F.col("status") == "loaded", 1).otherwise(0)).alias("loaded"),
-        F.sum(F.when(F.col("status") == "quarantined", 1).otherwise(0)).alias("quarantined"),
-        F.sum(F.when(F.col("status") == "skipped", 1).otherwise(0)).alias("skipped"),
-    )
-    joined = inventory.join(counted, "source_file", "left").fillna(
-        0, subset=["loaded", "quarantined", "skipped"])
-    return joined.select(
-        F.lit(run_id).alias("run_id"),
-        "source_file",
-        "sha256",
-        "size_bytes",
-        # The header line is read and skipped in every file.
-        (F.col("loaded") + F.col("quarantined") + F.col("skipped") + 1)
-        .cast("long").alias("lines_read"),
-        F.col("loaded").cast("long").alias("rows_loaded"),
-        F.col("quarantined").cast("long").alias("rows_quarantined"),
-        (F.col("skipped") + 1).cast("long").alias("lines_skipped"),
-        F.current_timestamp().alias("ingested_at"),
-    )
+def _stage(spark: SparkSession, config: PeaConfig, plans: list[_Plan],
+           staging: Path) -> dict[tuple[str, str, str | None], int]:
+    """Parse the files to read into Parquet under ``staging``; count lines by outcome.
+
+    Returns
+    -------
+    dict
+        Line count keyed by (source_file, status, reason).
+    """
+    to_read = [p for p in plans if p.parse]
+    if not to_read:
+        return {}
+    parsed = read_flows(spark, [p.source.path for p in to_read], config.ingest.min_partitions)
+    hashes = spark.createDataFrame([(str(p.source.path), p.sha256) for p in to_read],
+                                   "source_file string, source_sha256 string")
+    parsed.join(F.broadcast(hashes), "source_file").write.mode("overwrite").parquet(str(staging))
+    failpoint("after-staging")
+    grouped = spark.read.parquet(str(staging)).groupBy("source_file", "status", "reason").count()
+    return {(r["source_file"], r["status"], r["reason"]): int(r["count"])
+            for r in grouped.collect()}
+
+
+def _check_repeated_columns(spark: SparkSession, staging: Path, plans: list[_Plan]) -> None:
+    """Raise InputError when two copies of a repeated column differ on any line."""
+    if not any(p.parse and p.source.mapping.repeated for p in plans):
+        return
+    mismatched = (spark.read.parquet(str(staging)).filter(F.col("status") == "mismatch")
+                  .groupBy("source_file")
+                  .agg(F.count("*").alias("lines"),
+                       F.min_by(F.struct("line_number", "reason"), "line_number").alias("first"))
+                  .collect())
+    if mismatched:
+        details = "; ".join(
+            f"{r['source_file']}: {r['lines']} differing lines, the first is line "
+            f"{r['first']['line_number']}: {r['first']['reason']}" for r in mismatched)
+        raise InputError(
+            f"a repeated column holds different values, so it is not clear which copy is the "
+            f"feature: {details}. Nothing was written: remove the wrong copy from the file "
+            "(CICFlowMeter writes two equal copies of 'Fwd Header Length')")
+
+
+def _audit_rows(plans: list[_Plan], counts: dict, run_id: str) -> list[tuple]:
+    rows = []
+    for plan in plans:
+        path = str(plan.source.path)
+        mine = {(status, reason): n for (file, status, reason), n in counts.items() if file == path}
+        skipped = {reason: n for (status, reason), n in mine.items() if status == "skipped"}
+        quarantined = {reason: n for (status, reason), n in mine.items()
+                       if status == "quarantined"}
+        loaded = sum(n for (status, _), n in mine.items() if status == "loaded")
+        lines = sum(mine.values())
+        repeated = [plan.source.header[p].strip() for _, p in plan.source.mapping.repeated]
+        rows.append((
+            run_id, path, plan.sha256, plan.size_bytes, plan.status, plan.source.dialect,
+            lines, loaded, sum(quarantined.values()), sum(skipped.values()),
+            skipped, quarantined, list(plan.source.mapping.unknown), repeated, plan.note,
+        ))
+    return rows
+
+
+def _publish(spark: SparkSession, config: PeaConfig, plans: list[_Plan], staging: Path,
+             rows: list[tuple], run_id: str) -> None:
+    """Commit bronze, quarantine and audit as one unit, under the journal."""
+    replaced = [str(p.source.path) for p in plans if p.parse or p.replaces_rows]
+    audit = spark.createDataFrame(rows, AUDIT_SCHEMA.replace(", ingested_at timestamp", "")) \
+        .withColumn("ingested_at", F.current_timestamp())
+    journal = Journal(config)
+    journal.begin(run_id)
+    failpoint("after-journal")
+    if replaced:
+        staged = spark.read.parquet(str(staging)) if any(p.parse for p in plans) else None
+        predicate = f"source_file IN ({', '.join(_sql_string(f) for f in replaced)})"
+        bronze = (staged.filter(F.col("status") == "loaded")
+                  .withColumn("run_id", F.lit(run_id)).select(*BRONZE_COLUMNS)
+                  if staged is not None else _empty(spark, "bronze"))
+        _replace_rows(bronze, config, "bronze", predicate)
+        failpoint("after-bronze")
+        quarantine = (quarantine_rows(staged, run_id) if staged is not None
+                      else _empty(spark, "quarantine"))
+        _replace_rows(quarantine, config, "quarantine", predicate)
+        failpoint("after-quarantine")
+    write_table(audit, config, "ingest_audit", mode="append")
+    journal.finish()
+
+
+def _empty(spark: SparkSession, name: str) -> DataFrame:
+    schema = StructType([f for f in _PARSED_SCHEMA.fields if f.name in BRONZE_COLUMNS])
+    if name == "bronze":
+        fields = {f.name: f for f in schema.fields}
+        fields["source_sha256"] = StructField("source_sha256", StringType(), True)
+        fields["run_id"] = StructField("run_id", StringType(), True)
+        return spark.createDataFrame([], StructType([fields[c] for c in BRONZE_COLUMNS]))
+    return spark.createDataFrame([], "run_id string, source_file string, line_number long, "
+                                     "raw_line string, reason string, recorded_at timestamp")
+
+
+def _replace_rows(df: DataFrame, config: PeaConfig, name: str, predicate: str) -> None:
+    """Replace the rows matching ``predicate`` in one commit, or create the table."""
+    if table_exists(config, name):
+        write_table(df, config, name, mode="overwrite", replace_where=predicate)
+    else:
+        write_table(df, config, name)

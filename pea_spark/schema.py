@@ -22,6 +22,9 @@ __all__ = [
     "canonical_name",
     "HeaderMapping",
     "map_header",
+    "detect_dialect",
+    "CORRECTED_2021_NAMES",
+    "CSE_CIC_IDS2018_NAMES",
 ]
 
 # The 76 distinct flow features of the original CICIDS2017 MachineLearningCVE
@@ -76,86 +79,100 @@ DISPLAY_NAMES: dict[str, str] = {
 }
 DISPLAY_NAMES[LABEL] = "Label"
 
-# Other spellings of the same columns, keyed by their canonical_name() form.
-# Sources: the header of the corrected 2021 CICIDS2017 release (Engelen et al.)
-# and of CSE-CIC-IDS2018 (CICFlowMeter-V3 short names).
-_ALIASES: dict[str, str] = {
-    # corrected 2021 release
-    "src_ip": "source_ip",
-    "src_port": "source_port",
-    "dst_ip": "destination_ip",
-    "dst_port": "destination_port",
-    "total_fwd_packet": "total_fwd_packets",
-    "total_bwd_packets": "total_backward_packets",
-    "total_length_of_fwd_packet": "total_length_of_fwd_packets",
-    "total_length_of_bwd_packet": "total_length_of_bwd_packets",
-    "packet_length_min": "min_packet_length",
-    "packet_length_max": "max_packet_length",
-    "cwr_flag_count": "cwe_flag_count",
-    "fwd_segment_size_avg": "avg_fwd_segment_size",
-    "bwd_segment_size_avg": "avg_bwd_segment_size",
-    "fwd_bytes_per_bulk_avg": "fwd_avg_bytes_per_bulk",
-    "fwd_packet_per_bulk_avg": "fwd_avg_packets_per_bulk",
-    "fwd_bulk_rate_avg": "fwd_avg_bulk_rate",
-    "bwd_bytes_per_bulk_avg": "bwd_avg_bytes_per_bulk",
-    "bwd_packet_per_bulk_avg": "bwd_avg_packets_per_bulk",
-    "bwd_bulk_rate_avg": "bwd_avg_bulk_rate",
-    "fwd_init_win_bytes": "init_win_bytes_forward",
-    "bwd_init_win_bytes": "init_win_bytes_backward",
-    "fwd_act_data_pkts": "act_data_pkt_fwd",
-    "fwd_seg_size_min": "min_seg_size_forward",
-    # CSE-CIC-IDS2018
-    "tot_fwd_pkts": "total_fwd_packets",
-    "tot_bwd_pkts": "total_backward_packets",
-    "totlen_fwd_pkts": "total_length_of_fwd_packets",
-    "totlen_bwd_pkts": "total_length_of_bwd_packets",
-    "fwd_pkt_len_max": "fwd_packet_length_max",
-    "fwd_pkt_len_min": "fwd_packet_length_min",
-    "fwd_pkt_len_mean": "fwd_packet_length_mean",
-    "fwd_pkt_len_std": "fwd_packet_length_std",
-    "bwd_pkt_len_max": "bwd_packet_length_max",
-    "bwd_pkt_len_min": "bwd_packet_length_min",
-    "bwd_pkt_len_mean": "bwd_packet_length_mean",
-    "bwd_pkt_len_std": "bwd_packet_length_std",
-    "flow_byts_per_s": "flow_bytes_per_s",
-    "flow_pkts_per_s": "flow_packets_per_s",
-    "fwd_iat_tot": "fwd_iat_total",
-    "bwd_iat_tot": "bwd_iat_total",
-    "fwd_header_len": "fwd_header_length",
-    "bwd_header_len": "bwd_header_length",
-    "fwd_pkts_per_s": "fwd_packets_per_s",
-    "bwd_pkts_per_s": "bwd_packets_per_s",
-    "pkt_len_min": "min_packet_length",
-    "pkt_len_max": "max_packet_length",
-    "pkt_len_mean": "packet_length_mean",
-    "pkt_len_std": "packet_length_std",
-    "pkt_len_var": "packet_length_variance",
-    "fin_flag_cnt": "fin_flag_count",
-    "syn_flag_cnt": "syn_flag_count",
-    "rst_flag_cnt": "rst_flag_count",
-    "psh_flag_cnt": "psh_flag_count",
-    "ack_flag_cnt": "ack_flag_count",
-    "urg_flag_cnt": "urg_flag_count",
-    "cwe_flag_cnt": "cwe_flag_count",
-    "ece_flag_cnt": "ece_flag_count",
-    "pkt_size_avg": "average_packet_size",
-    "fwd_seg_size_avg": "avg_fwd_segment_size",
-    "bwd_seg_size_avg": "avg_bwd_segment_size",
-    "fwd_byts_per_b_avg": "fwd_avg_bytes_per_bulk",
-    "fwd_pkts_per_b_avg": "fwd_avg_packets_per_bulk",
-    "fwd_blk_rate_avg": "fwd_avg_bulk_rate",
-    "bwd_byts_per_b_avg": "bwd_avg_bytes_per_bulk",
-    "bwd_pkts_per_b_avg": "bwd_avg_packets_per_bulk",
-    "bwd_blk_rate_avg": "bwd_avg_bulk_rate",
-    "subflow_fwd_pkts": "subflow_fwd_packets",
-    "subflow_fwd_byts": "subflow_fwd_bytes",
-    "subflow_bwd_pkts": "subflow_bwd_packets",
-    "subflow_bwd_byts": "subflow_bwd_bytes",
-    "init_fwd_win_byts": "init_win_bytes_forward",
-    "init_bwd_win_byts": "init_win_bytes_backward",
-    # copies saved by pandas rename the repeated column
-    "fwd_header_length_1": "fwd_header_length",
+# Other spellings of the same columns, as written in the headers of the corrected
+# 2021 CICIDS2017 release (Engelen et al.) and of CSE-CIC-IDS2018 (CICFlowMeter-V3),
+# mapped to the original CICIDS2017 name. Names not listed here are spelled as in
+# the original release. docs/columns.md shows this table next to the canonical names.
+CORRECTED_2021_NAMES: dict[str, str] = {
+    "Src IP": "Source IP",
+    "Src Port": "Source Port",
+    "Dst IP": "Destination IP",
+    "Dst Port": "Destination Port",
+    "Total Fwd Packet": "Total Fwd Packets",
+    "Total Bwd packets": "Total Backward Packets",
+    "Total Length of Fwd Packet": "Total Length of Fwd Packets",
+    "Total Length of Bwd Packet": "Total Length of Bwd Packets",
+    "Packet Length Min": "Min Packet Length",
+    "Packet Length Max": "Max Packet Length",
+    # The original release misnames the CWR flag counter as CWE.
+    "CWR Flag Count": "CWE Flag Count",
+    "Fwd Segment Size Avg": "Avg Fwd Segment Size",
+    "Bwd Segment Size Avg": "Avg Bwd Segment Size",
+    "Fwd Bytes/Bulk Avg": "Fwd Avg Bytes/Bulk",
+    "Fwd Packet/Bulk Avg": "Fwd Avg Packets/Bulk",
+    "Fwd Bulk Rate Avg": "Fwd Avg Bulk Rate",
+    "Bwd Bytes/Bulk Avg": "Bwd Avg Bytes/Bulk",
+    "Bwd Packet/Bulk Avg": "Bwd Avg Packets/Bulk",
+    "Bwd Bulk Rate Avg": "Bwd Avg Bulk Rate",
+    "FWD Init Win Bytes": "Init_Win_bytes_forward",
+    "Bwd Init Win Bytes": "Init_Win_bytes_backward",
+    "Fwd Act Data Pkts": "act_data_pkt_fwd",
+    "Fwd Seg Size Min": "min_seg_size_forward",
 }
+
+CSE_CIC_IDS2018_NAMES: dict[str, str] = {
+    "Src IP": "Source IP",
+    "Src Port": "Source Port",
+    "Dst IP": "Destination IP",
+    "Dst Port": "Destination Port",
+    "Tot Fwd Pkts": "Total Fwd Packets",
+    "Tot Bwd Pkts": "Total Backward Packets",
+    "TotLen Fwd Pkts": "Total Length of Fwd Packets",
+    "TotLen Bwd Pkts": "Total Length of Bwd Packets",
+    "Fwd Pkt Len Max": "Fwd Packet Length Max",
+    "Fwd Pkt Len Min": "Fwd Packet Length Min",
+    "Fwd Pkt Len Mean": "Fwd Packet Length Mean",
+    "Fwd Pkt Len Std": "Fwd Packet Length Std",
+    "Bwd Pkt Len Max": "Bwd Packet Length Max",
+    "Bwd Pkt Len Min": "Bwd Packet Length Min",
+    "Bwd Pkt Len Mean": "Bwd Packet Length Mean",
+    "Bwd Pkt Len Std": "Bwd Packet Length Std",
+    "Flow Byts/s": "Flow Bytes/s",
+    "Flow Pkts/s": "Flow Packets/s",
+    "Fwd IAT Tot": "Fwd IAT Total",
+    "Bwd IAT Tot": "Bwd IAT Total",
+    "Fwd Header Len": "Fwd Header Length",
+    "Bwd Header Len": "Bwd Header Length",
+    "Fwd Pkts/s": "Fwd Packets/s",
+    "Bwd Pkts/s": "Bwd Packets/s",
+    "Pkt Len Min": "Min Packet Length",
+    "Pkt Len Max": "Max Packet Length",
+    "Pkt Len Mean": "Packet Length Mean",
+    "Pkt Len Std": "Packet Length Std",
+    "Pkt Len Var": "Packet Length Variance",
+    "FIN Flag Cnt": "FIN Flag Count",
+    "SYN Flag Cnt": "SYN Flag Count",
+    "RST Flag Cnt": "RST Flag Count",
+    "PSH Flag Cnt": "PSH Flag Count",
+    "ACK Flag Cnt": "ACK Flag Count",
+    "URG Flag Cnt": "URG Flag Count",
+    "ECE Flag Cnt": "ECE Flag Count",
+    "Pkt Size Avg": "Average Packet Size",
+    "Fwd Seg Size Avg": "Avg Fwd Segment Size",
+    "Bwd Seg Size Avg": "Avg Bwd Segment Size",
+    "Fwd Byts/b Avg": "Fwd Avg Bytes/Bulk",
+    "Fwd Pkts/b Avg": "Fwd Avg Packets/Bulk",
+    "Fwd Blk Rate Avg": "Fwd Avg Bulk Rate",
+    "Bwd Byts/b Avg": "Bwd Avg Bytes/Bulk",
+    "Bwd Pkts/b Avg": "Bwd Avg Packets/Bulk",
+    "Bwd Blk Rate Avg": "Bwd Avg Bulk Rate",
+    "Subflow Fwd Pkts": "Subflow Fwd Packets",
+    "Subflow Fwd Byts": "Subflow Fwd Bytes",
+    "Subflow Bwd Pkts": "Subflow Bwd Packets",
+    "Subflow Bwd Byts": "Subflow Bwd Bytes",
+    "Init Fwd Win Byts": "Init_Win_bytes_forward",
+    "Init Bwd Win Byts": "Init_Win_bytes_backward",
+    "Fwd Act Data Pkts": "act_data_pkt_fwd",
+    "Fwd Seg Size Min": "min_seg_size_forward",
+}
+
+_ALIASES: dict[str, str] = {
+    canonical_name(alias): canonical_name(original)
+    for table in (CORRECTED_2021_NAMES, CSE_CIC_IDS2018_NAMES)
+    for alias, original in table.items()
+}
+# Copies saved by pandas rename the repeated column to `Fwd Header Length.1`.
+_ALIASES["fwd_header_length_1"] = "fwd_header_length"
 
 _KNOWN = set(FEATURES) | set(IDENTIFIERS) | {LABEL}
 
@@ -172,12 +189,16 @@ class HeaderMapping:
         Canonical columns seen again after their first occurrence, with the
         position of the repeat; these copies are not loaded.
     unknown : list[str]
-        Header names that no alias resolves; these columns are not loaded.
+        Header names that no alias resolves, stripped. Ingest keeps their values
+        aside in bronze's ``extra_columns`` map, never among the features.
+    unknown_positions : list[int]
+        0-based position of each name in ``unknown``.
     """
 
     positions: dict[str, int]
     repeated: list[tuple[str, int]]
     unknown: list[str]
+    unknown_positions: list[int]
 
     @property
     def features(self) -> list[str]:
@@ -207,12 +228,35 @@ def map_header(names: list[str]) -> HeaderMapping:
     positions: dict[str, int] = {}
     repeated: list[tuple[str, int]] = []
     unknown: list[str] = []
+    unknown_positions: list[int] = []
     for position, raw in enumerate(names):
         column = _resolve(raw.lstrip("\ufeff"))
         if column is None:
             unknown.append(raw.strip())
+            unknown_positions.append(position)
         elif column in positions:
             repeated.append((column, position))
         else:
             positions[column] = position
-    return HeaderMapping(positions, repeated, unknown)
+    return HeaderMapping(positions, repeated, unknown, unknown_positions)
+
+
+def detect_dialect(names: list[str]) -> str:
+    """Name the CICFlowMeter export layout of a header, for the ingest audit.
+
+    Returns one of ``cse-cic-ids2018``, ``cicids2017-2021`` (the corrected
+    re-release), ``cicids2017-trafficlabelling`` or ``cicids2017-machinelearningcve``,
+    with ``+pandas`` appended when pandas renamed a repeated column (``.1``).
+    """
+    stripped = {n.strip().lstrip("\ufeff").strip() for n in names}
+    if stripped & {"Tot Fwd Pkts", "Flow Byts/s", "Pkt Size Avg"}:
+        dialect = "cse-cic-ids2018"
+    elif stripped & {"Total Fwd Packet", "Fwd Segment Size Avg", "FWD Init Win Bytes"}:
+        dialect = "cicids2017-2021"
+    elif stripped & {"Flow ID", "Source IP", "Timestamp"}:
+        dialect = "cicids2017-trafficlabelling"
+    else:
+        dialect = "cicids2017-machinelearningcve"
+    if any(re.fullmatch(r".+\.\d+", name) for name in stripped):
+        dialect += "+pandas"
+    return dialect

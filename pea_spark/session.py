@@ -75,6 +75,10 @@ def create_session(config: PeaConfig) -> SparkSession:
     spark.sparkContext.setLogLevel("WARN")
     _quiet_codegen_fallback(spark)
     register_tables(spark, config)
+    from pea_spark.transaction import recover_if_abandoned
+
+    # An ingest killed between its commits left a journal: undo it before any stage reads.
+    recover_if_abandoned(spark, config)
     return spark
 
 

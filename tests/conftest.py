@@ -46,6 +46,13 @@ def real_data() -> Path:
     return require_shared_data()
 
 
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """All of ../shared/data: the original release in three layouts and the 2021 release."""
+    require_shared_data()
+    return SHARED_DATA
+
+
 def write_subset(source: Path, target: Path, stride: int, drop_label: bool = False) -> int:
     """Copy the header and every ``stride``-th data line of a real file, byte for byte.
 

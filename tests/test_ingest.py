@@ -15,27 +15,98 @@ from tests.conftest import GROUPED_FILE, ML_FILE, REAL_FILES, WEB_FILE, make_con
 REAL_ROWS = {ML_FILE: 9_998, WEB_FILE: 7_267, GROUPED_FILE: 6_311}
 
 
+IMPROVED_ROWS = 25_127  # the 16 files of cicids2017_improved/sample_2500
+
+
 @pytest.fixture(scope="module")
-def ingested(spark, real_data, tmp_path_factory):
+def ingested(spark, shared_data, tmp_path_factory):
     config = make_config(tmp_path_factory.mktemp("wh_ingest"))
-    totals = ingest(spark, config, [real_data])
+    totals = ingest(spark, config, [shared_data])
     return config, totals
 
 
 def test_ingest_real_files_row_counts(spark, ingested):
     config, totals = ingested
-    assert totals["files"] == 3
-    assert totals["loaded"] == sum(REAL_ROWS.values())
+    assert totals["files"] == 19
+    assert totals["loaded"] == sum(REAL_ROWS.values()) + IMPROVED_ROWS
     assert totals["quarantined"] == 0
+    assert totals["skipped"] == 19  # one header per file
     assert totals["lines_read"] == totals["loaded"] + totals["quarantined"] + totals["skipped"]
     bronze = read_table(spark, config, "bronze")
-    assert bronze.count() == 23_576
+    assert bronze.count() == 48_703
+
+
+def _physical_lines(path: Path) -> int:
+    data = path.read_bytes()
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def test_ingest_audit_adds_up_on_every_shared_file(spark, ingested, shared_data):
+    config, _ = ingested
+    audit = {r["source_file"]: r for r in read_table(spark, config, "ingest_audit")
+             .filter(F.col("status") == "new").collect()}
+    bronze = {r["source_file"]: r["count"] for r in
+              read_table(spark, config, "bronze").groupBy("source_file").count().collect()}
+    files = sorted(shared_data.rglob("*.csv"))
+    assert len(files) == 19
+    assert set(audit) == {str(f.resolve()) for f in files}
+    for path in files:
+        row = audit[str(path.resolve())]
+        assert row["lines_read"] == _physical_lines(path), path.name
+        assert row["lines_read"] == (row["rows_loaded"] + row["rows_quarantined"]
+                                     + row["lines_skipped"]), path.name
+        assert row["rows_loaded"] == bronze[str(path.resolve())], path.name
+        assert row["skip_reasons"] == {"header": 1}, path.name
+        assert row["status"] == "new"
+        assert len(row["sha256"]) == 64
+
+
+def test_ingest_names_the_dialect_of_each_file(spark, ingested):
+    config, _ = ingested
+    audit = read_table(spark, config, "ingest_audit")
+    dialects = {Path(r["source_file"]).parent.name: r["dialect"]
+                for r in audit.select("source_file", "dialect").collect()}
+    assert dialects == {
+        "MachineLearningCVE": "cicids2017-machinelearningcve",
+        "web_attacks": "cicids2017-trafficlabelling",
+        "grouped_sample": "cicids2017-machinelearningcve+pandas",
+        "sample_2500": "cicids2017-2021",
+    }
+
+
+def test_ingest_keeps_unaliased_columns_aside(spark, ingested, shared_data):
+    config, _ = ingested
+    path = str((shared_data / "cicids2017_improved/sample_2500/Heartbleed_11.csv").resolve())
+    audit = read_table(spark, config, "ingest_audit").filter(F.col("source_file") == path).first()
+    extra = ["id", "Fwd RST Flags", "Bwd RST Flags", "ICMP Code", "ICMP Type",
+             "Total TCP Flow Time", "Attempted Category"]
+    assert audit["extra_columns"] == extra
+    row = (read_table(spark, config, "bronze")
+           .filter((F.col("source_file") == path) & (F.col("line_number") == 2)).first())
+    first_line = Path(path).read_text(encoding="utf-8").splitlines()[1].split(",")
+    header = Path(path).read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert row["extra_columns"] == {name: first_line[header.index(name)] for name in extra}
+    assert row["destination_port"] == first_line[header.index("Dst Port")]
+    assert row["total_fwd_packets"] == first_line[header.index("Total Fwd Packet")]
+    assert row["label"] == "Heartbleed"
+    assert "id" not in FEATURES and "fwd_rst_flags" not in FEATURES
+
+
+def test_reingest_of_the_same_files_adds_nothing(spark, ingested, shared_data):
+    config, _ = ingested
+    totals = ingest(spark, config, [shared_data])
+    assert totals == {"files": 19, "lines_read": 0, "loaded": 0, "quarantined": 0,
+                      "skipped": 0, "unchanged": 19}
+    assert read_table(spark, config, "bronze").count() == 48_703
+    audit = read_table(spark, config, "ingest_audit")
+    assert audit.count() == 38
+    assert audit.filter(F.col("status") == "unchanged").count() == 19
 
 
 def test_ingest_audit_adds_up_per_file(spark, ingested, real_data):
     config, _ = ingested
-    audit = {Path(r["source_file"]).name: r for r in read_table(spark, config,
-                                                                "ingest_audit").collect()}
+    audit = {Path(r["source_file"]).name: r for r in read_table(spark, config, "ingest_audit")
+             .filter(F.col("status") == "new").collect()}
     for name, rows in REAL_ROWS.items():
         row = audit[Path(name).name]
         assert row["rows_loaded"] == rows
@@ -65,6 +136,8 @@ def test_ingest_line_numbers_cover_each_file(spark, ingested):
         F.min("line_number").alias("first"), F.max("line_number").alias("last"),
         F.countDistinct("line_number").alias("distinct")).collect()
     for row in spans:
+        if "cicids2017_improved" in row["source_file"]:
+            continue
         rows = REAL_ROWS[next(n for n in REAL_FILES if row["source_file"].endswith(n))]
         assert row["first"] == 2
         assert row["last"] == rows + 1
@@ -100,7 +173,8 @@ def test_ingest_quarantines_bad_rows_and_skips_blank_lines(spark, tmp_path, real
     path.write_bytes(lines[0] + good[0] + short + b",,,,\r\n" + b"\r\n" + good[1])
     config = make_config(tmp_path / "wh")
     totals = ingest(spark, config, [path])
-    assert totals == {"files": 1, "lines_read": 6, "loaded": 2, "quarantined": 1, "skipped": 3}
+    assert totals == {"files": 1, "lines_read": 6, "loaded": 2, "quarantined": 1, "skipped": 3,
+                      "unchanged": 0}
     quarantine = read_table(spark, config, "quarantine").collect()
     assert len(quarantine) == 1
     assert quarantine[0]["line_number"] == 3
