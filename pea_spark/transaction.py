@@ -122,7 +122,7 @@ class WarehouseLock:
         while not self.try_acquire():
             if time.monotonic() >= deadline:
                 raise ConflictError(
-                    f"another writer holds the lock of warehouse database "
+                    f"another process is writing to warehouse database "
                     f"{self.config.warehouse_path / self.config.database} ({self._holder()}); "
                     f"nothing was written: wait for it to finish and run again, or set "
                     f"ingest.lock_timeout_s to wait longer (now {self.timeout_s:g} s)")
@@ -171,7 +171,7 @@ class Journal:
         temporary.replace(self.path)
 
     def read(self) -> dict[str, Any] | None:
-        """The journal of an unfinished run, or None."""
+        """Return the journal of an unfinished run, or None."""
         try:
             return json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:

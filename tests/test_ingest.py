@@ -254,3 +254,10 @@ def test_uncommitted_table_folder_is_skipped(spark, tmp_path, real_data, caplog)
     totals = ingest(spark, config, [real_data / ML_FILE])
     assert totals["loaded"] == 9_998
     assert table_exists(config, "bronze")
+
+
+def test_alias_page_matches_the_alias_table():
+    from pea_spark.schema import alias_table_markdown
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "columns.md"
+    assert page.read_text(encoding="utf-8") == alias_table_markdown()

@@ -76,8 +76,9 @@ def test_02_repeated_column_with_different_values_is_an_error(spark, tmp_path, r
     with pytest.raises(InputError) as error:
         ingest(spark, config, [path])
     message = str(error.value)
-    assert f"{path}: 1 differing lines, the first is line 3: column 'Fwd Header Length' at positions 35 " \
-           f"and 56 holds different values: '{fields[34].decode()}' and '999'" in message
+    assert (f"{path}: 1 differing lines, the first is line 3: column 'Fwd Header Length' at "
+            f"positions 35 and 56 holds different values: '{fields[34].decode()}' and '999'"
+            in message)
     assert "Nothing was written" in message
     assert not table_exists(config, "bronze")
     assert not table_exists(config, "ingest_audit")
