@@ -109,8 +109,14 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     session.stop()
 
 
-def run_pea(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+def pea_command(*args: str) -> list[str]:
+    """The command line that runs ``pea`` with ``args`` in this interpreter."""
+    return [sys.executable, "-m", "pea_spark.cli", *args]
+
+
+def run_pea(*args: str, cwd: Path | None = None, timeout: int = 900,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the ``pea`` command line in a new process and capture its output."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning")
-    return subprocess.run([sys.executable, "-m", "pea_spark.cli", *args], cwd=cwd or REPO,
+    env = dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning", **(env or {}))
+    return subprocess.run(pea_command(*args), cwd=cwd or REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
