@@ -335,8 +335,12 @@ def read_flows(spark: SparkSession, files: list[Path], min_partitions: int = 2) 
 
 
 def quarantine_rows(parsed: DataFrame, run_id: str) -> DataFrame:
-    """Select the quarantined lines of :func:`read_flows` output as quarantine table rows."""
-    return parsed.filter(F.col("status") == "quarantined").select(
+    """Select the lines of :func:`read_flows` output that cannot be loaded, as quarantine rows.
+
+    These are the quarantined lines and, when scoring, lines whose repeated
+    column holds two different values (ingest stops on those instead).
+    """
+    return parsed.filter(F.col("status").isin("quarantined", "mismatch")).select(
         F.lit(run_id).alias("run_id"), "source_file", "line_number", "raw_line", "reason",
         F.current_timestamp().alias("recorded_at"),
     )
