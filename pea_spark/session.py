@@ -30,6 +30,8 @@ TABLES = (
     "ingest_audit",
     "silver",
     "clean_report",
+    "clean_summary",
+    "label_conflicts",
     "feature_ranking",
     "splits",
     "models",
@@ -178,7 +180,8 @@ def table_exists(config: PeaConfig, name: str) -> bool:
 def read_table(spark: SparkSession, config: PeaConfig, name: str) -> DataFrame:
     """Read Delta table ``name``, or raise FileNotFoundError naming the stage that writes it."""
     writers = {
-        "bronze": "ingest", "silver": "clean", "feature_ranking": "select", "splits": "split",
+        "bronze": "ingest", "silver": "clean", "clean_report": "clean", "clean_summary": "clean",
+        "label_conflicts": "clean", "feature_ranking": "select", "splits": "split",
         "models": "train", "predictions": "score", "explanations": "explain",
     }
     if not table_exists(config, name):
