@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", "run every stage in order, from CSV files to explained predictions")
     run.add_argument("--input", nargs="+", metavar="PATH",
                      help="CSV files or folders (default: a small synthetic example archive)")
+    for sub in (explain, run):
+        sub.add_argument("--engine", choices=["batch", "lime"],
+                         help="LIME engine: batch (the default) shares perturbations and "
+                              "their predictions among flows, and lime runs lime's own "
+                              "explain_instance per flow, for comparison")
     sql = add("sql", "run a Spark SQL query over the tables and print the result")
     sql.add_argument("query", help='for example "SELECT * FROM pea.predictions LIMIT 5"')
     sql.add_argument("--limit", type=int, default=50, help="rows to print (default: 50)")
@@ -176,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"warehouse={args.warehouse}")
     if getattr(args, "flows", None):
         overrides.append(f"explain.flows={args.flows}")
+    if getattr(args, "engine", None):
+        overrides.append(f"explain.engine={args.engine}")
     try:
         config = load_config(getattr(args, "config", None), overrides)
     except (ConfigError, FileNotFoundError) as error:

@@ -76,6 +76,8 @@ class ExplainSettings:
     sample_fraction: float = 0.01
     num_features: int = 10
     num_samples: int = 1000
+    engine: str = "batch"
+    perturbation_sets: int = 4
 
 
 @dataclass
@@ -131,6 +133,9 @@ class PeaConfig:
             ("explain.sample_fraction", 0 < self.explain.sample_fraction <= 1,
              "a number in (0, 1]"),
             ("explain.num_samples", self.explain.num_samples >= 10, "an integer >= 10"),
+            ("explain.engine", self.explain.engine in ("batch", "lime"), "one of batch, lime"),
+            ("explain.perturbation_sets", self.explain.perturbation_sets >= 1,
+             "an integer >= 1"),
         ]
         for key, ok, expected in checks:
             if not ok:

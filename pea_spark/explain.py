@@ -1,11 +1,22 @@
 """Explain predictions with LIME inside Spark tasks and write the explanations table.
 
-Each Python worker builds one ``lime.lime_tabular.LimeTabularExplainer`` per
-model from the statistics stored in the artifact (quartile bins and per-bin
-moments of the training split), so no training rows travel to the workers.
-Perturbed samples are drawn in raw feature units, and the prediction function
-scales them exactly as scoring does. Each flow's random state is seeded from
-its ``flow_key``, so an explanation does not depend on partitioning.
+Two engines compute LIME explanations, chosen by ``explain.engine``:
+
+* ``batch`` (the default) uses :class:`pea_spark.lime_engine.BatchExplainer`.
+  Each flow uses one of ``explain.perturbation_sets`` shared perturbation sets,
+  chosen by a hash of its ``flow_key`` and the seed. A Python worker draws each
+  set once, from a random state seeded with the seed and the set's index,
+  predicts it once and caches it, so that each explanation costs one weighted
+  ridge regression.
+* ``lime`` calls lime's own ``explain_instance`` per flow, with a random state
+  seeded from the flow's ``flow_key``. It costs one model call of
+  ``num_samples`` rows per flow and is kept for comparison.
+
+Both engines build on the statistics stored in the artifact (quartile bins and
+per-bin moments of the training split), so no training rows travel to the
+workers. Perturbed samples are drawn in raw feature units, and the prediction
+function scales them exactly as scoring does. With either engine an
+explanation does not depend on partitioning.
 """
 
 from __future__ import annotations
@@ -20,13 +31,15 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pea_spark.artifact import ModelArtifact
+from pea_spark.artifact import ModelArtifact, predict_probabilities
 from pea_spark.config import PeaConfig
+from pea_spark.lime_engine import BatchExplainer, Perturbations
 from pea_spark.score import load_flows, upsert
 from pea_spark.session import read_table
 from pea_spark.train import latest_artifact
 
-__all__ = ["build_explainer", "explain_rows", "choose_flows", "explain"]
+__all__ = ["build_explainer", "build_batch_explainer", "flow_random_state",
+           "perturbation_set_of", "explain_rows", "choose_flows", "explain", "ENGINES"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +47,16 @@ EXPLANATION_SCHEMA = (
     "flow_key long, model_version int, rank int, feature string, display_name string, "
     "condition string, weight double, attack_probability double"
 )
+EXPLANATION_COLUMNS = [c.split()[0] for c in EXPLANATION_SCHEMA.split(", ")]
+ENGINES = ("batch", "lime")
+
+# Perturbation sets cached per Python worker. Each takes about
+# num_samples * n_features * 16 bytes (1.2 MB at 5,000 samples and 15 features).
+_MAX_CACHED_SETS = 64
 
 _EXPLAINERS: dict[str, Any] = {}
+_BATCH_EXPLAINERS: dict[tuple[str, int], BatchExplainer] = {}
+_PERTURBATION_SETS: dict[tuple[str, int, int, int], tuple[Perturbations, np.ndarray]] = {}
 
 
 def _stats_by_position(stats: dict[str, Any]) -> dict[str, Any]:
@@ -63,18 +84,93 @@ def build_explainer(artifact: ModelArtifact):
     return explainer
 
 
+def build_batch_explainer(artifact: ModelArtifact, num_features: int) -> BatchExplainer:
+    """Build (once per process, artifact and ``num_features``) the batch engine's explainer."""
+    key = (artifact.path, num_features)
+    explainer = _BATCH_EXPLAINERS.get(key)
+    if explainer is None:
+        explainer = BatchExplainer(artifact.lime_stats, artifact.display_names,
+                                   num_features=num_features)
+        _BATCH_EXPLAINERS[key] = explainer
+    return explainer
+
+
+def flow_random_state(key: int, seed: int) -> np.random.RandomState:
+    """Random state of one flow under the ``lime`` engine: seeded with ``flow_key XOR seed``."""
+    return np.random.RandomState((int(key) ^ seed) & 0xFFFFFFFF)
+
+
+def perturbation_set_of(keys: np.ndarray, seed: int, sets: int) -> np.ndarray:
+    """Index in ``[0, sets)`` of the shared perturbation set that each flow uses.
+
+    The index is the splitmix64 hash of ``flow_key XOR seed``, modulo ``sets``,
+    so it does not depend on partitioning, and a new seed regroups the flows.
+    """
+    mixed = np.asarray(keys, dtype=np.int64).view(np.uint64) ^ np.uint64(seed & (2 ** 64 - 1))
+    mixed = mixed + np.uint64(0x9E3779B97F4A7C15)
+    mixed = (mixed ^ (mixed >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    mixed = (mixed ^ (mixed >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    mixed = mixed ^ (mixed >> np.uint64(31))
+    return (mixed % np.uint64(sets)).astype(np.int64)
+
+
+def clear_perturbation_cache() -> None:
+    """Forget the perturbation sets and predictions this process cached (for benchmarks)."""
+    _PERTURBATION_SETS.clear()
+
+
+def _perturbation_set(artifact: ModelArtifact, model: Any, explainer: BatchExplainer,
+                      num_samples: int, seed: int, index: int,
+                      batch_size: int) -> tuple[Perturbations, np.ndarray]:
+    """Draw and predict shared perturbation set ``index``, once per process."""
+    key = (artifact.path, num_samples, seed, index)
+    cached = _PERTURBATION_SETS.get(key)
+    if cached is None:
+        state = np.random.RandomState([seed & 0xFFFFFFFF, index])
+        perturbations = explainer.sample(num_samples, state)
+        predictions = predict_probabilities(model, artifact, perturbations.values, batch_size)
+        if len(_PERTURBATION_SETS) >= _MAX_CACHED_SETS:
+            _PERTURBATION_SETS.clear()
+        cached = (perturbations, predictions)
+        _PERTURBATION_SETS[key] = cached
+    return cached
+
+
 def explain_rows(artifact: ModelArtifact, model: Any, raw: np.ndarray, keys: np.ndarray,
                  num_features: int, num_samples: int, seed: int,
-                 batch_size: int = 8192) -> pd.DataFrame:
+                 batch_size: int = 8192, engine: str = "batch",
+                 perturbation_sets: int = 4) -> pd.DataFrame:
     """Explain each row of raw features with LIME; one output row per (flow, feature).
+
+    Parameters
+    ----------
+    raw : ndarray, shape (flows, features)
+        Raw values of ``artifact.features``.
+    keys : ndarray of int64, shape (flows,)
+        ``flow_key`` of each row; it seeds the row's sampling (``lime``) or
+        chooses its perturbation set (``batch``).
+    engine : {"batch", "lime"}
+        The batch engine, or lime's own ``explain_instance`` per flow.
+    perturbation_sets : int
+        Shared perturbation sets of the batch engine.
 
     Returns
     -------
     pandas.DataFrame
         Columns of :data:`EXPLANATION_SCHEMA`; ``rank`` 1 is the largest absolute weight.
     """
-    from pea_spark.artifact import predict_probabilities
+    if engine == "lime":
+        return _explain_rows_lime(artifact, model, raw, keys, num_features, num_samples, seed,
+                                  batch_size)
+    if engine == "batch":
+        return _explain_rows_batch(artifact, model, raw, keys, num_features, num_samples, seed,
+                                   batch_size, perturbation_sets)
+    raise ValueError(f"invalid engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
+
+def _explain_rows_lime(artifact: ModelArtifact, model: Any, raw: np.ndarray, keys: np.ndarray,
+                       num_features: int, num_samples: int, seed: int,
+                       batch_size: int) -> pd.DataFrame:
     explainer = build_explainer(artifact)
 
     def classifier(samples: np.ndarray) -> np.ndarray:
@@ -83,7 +179,7 @@ def explain_rows(artifact: ModelArtifact, model: Any, raw: np.ndarray, keys: np.
 
     records = []
     for key, row in zip(keys, raw, strict=True):
-        state = np.random.RandomState((int(key) ^ seed) & 0xFFFFFFFF)
+        state = flow_random_state(key, seed)
         explainer.random_state = state
         explainer.discretizer.random_state = state
         explanation = explainer.explain_instance(
@@ -96,8 +192,38 @@ def explain_rows(artifact: ModelArtifact, model: Any, raw: np.ndarray, keys: np.
             records.append((int(key), artifact.version, rank, artifact.features[position],
                             artifact.display_names[position], condition, float(weight),
                             probability))
-    columns = [c.split()[0] for c in EXPLANATION_SCHEMA.split(", ")]
-    return pd.DataFrame.from_records(records, columns=columns)
+    return pd.DataFrame.from_records(records, columns=EXPLANATION_COLUMNS)
+
+
+def _explain_rows_batch(artifact: ModelArtifact, model: Any, raw: np.ndarray, keys: np.ndarray,
+                        num_features: int, num_samples: int, seed: int, batch_size: int,
+                        perturbation_sets: int) -> pd.DataFrame:
+    explainer = build_batch_explainer(artifact, num_features)
+    width = min(num_features, len(artifact.features))
+    features = np.zeros((len(raw), width), dtype=np.int64)
+    weights = np.zeros((len(raw), width))
+    probabilities = predict_probabilities(model, artifact, raw, batch_size)
+    set_of_flow = perturbation_set_of(keys, seed, perturbation_sets)
+    for index in np.unique(set_of_flow):
+        members = np.flatnonzero(set_of_flow == index)
+        perturbations, predictions = _perturbation_set(artifact, model, explainer, num_samples,
+                                                       seed, int(index), batch_size)
+        result = explainer.explain(perturbations, predictions, raw[members],
+                                   probabilities[members])
+        features[members] = result.features
+        weights[members] = result.weights
+    bins = np.take_along_axis(explainer.stats.discretize(raw), features, axis=1)
+    return pd.DataFrame({
+        "flow_key": np.repeat(np.asarray(keys, dtype=np.int64), width),
+        "model_version": np.full(len(raw) * width, artifact.version, dtype=np.int32),
+        "rank": np.tile(np.arange(1, width + 1, dtype=np.int32), len(raw)),
+        "feature": np.asarray(artifact.features, dtype=object)[features.ravel()],
+        "display_name": np.asarray(artifact.display_names, dtype=object)[features.ravel()],
+        "condition": [explainer.conditions[f][b]
+                      for f, b in zip(features.ravel(), bins.ravel(), strict=True)],
+        "weight": weights.ravel(),
+        "attack_probability": np.repeat(probabilities, width),
+    }, columns=EXPLANATION_COLUMNS)
 
 
 def choose_flows(spark: SparkSession, config: PeaConfig, flows: DataFrame,
@@ -119,6 +245,9 @@ def explain_flows(flows: DataFrame, artifact: ModelArtifact, config: PeaConfig) 
     settings = config.explain
     seed = config.seed
     batch_size = config.score.batch_size
+    if settings.engine not in ENGINES:
+        raise ValueError(f"invalid explain.engine {settings.engine!r}: expected one of "
+                         f"{', '.join(ENGINES)}")
 
     def explain_partition(batches):
         from pea_spark.artifact import load_keras_model, set_tensorflow_threads
@@ -128,7 +257,8 @@ def explain_flows(flows: DataFrame, artifact: ModelArtifact, config: PeaConfig) 
         for frame in batches:
             yield explain_rows(artifact, model, frame[artifact.features].to_numpy(np.float64),
                                frame["flow_key"].to_numpy(), settings.num_features,
-                               settings.num_samples, seed, batch_size)
+                               settings.num_samples, seed, batch_size, settings.engine,
+                               settings.perturbation_sets)
 
     return flows.select("flow_key", *artifact.features).mapInPandas(
         explain_partition, EXPLANATION_SCHEMA)
@@ -156,7 +286,8 @@ def explain(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | N
     counts = written.agg(F.countDistinct("flow_key").alias("flows"),
                          F.count("*").alias("rows")).first()
     result = {"flows": int(counts["flows"]), "rows": int(counts["rows"])}
-    logger.info("explain: %d flows explained with model v%d (%d rows, %s flows, %d samples "
-                "each) in %.1f s", result["flows"], artifact.version, result["rows"],
-                config.explain.flows, config.explain.num_samples, time.monotonic() - start)
+    logger.info("explain: %d flows explained with model v%d by the %s engine (%d rows, %s "
+                "flows, %d samples each) in %.1f s", result["flows"], artifact.version,
+                config.explain.engine, result["rows"], config.explain.flows,
+                config.explain.num_samples, time.monotonic() - start)
     return result
