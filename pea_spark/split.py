@@ -1,12 +1,18 @@
-"""Stratified, seeded train/test split and k-fold assignment.
+"""Stratified, seeded train/test split and k-fold assignment of the training rows.
 
-Each flow gets two pseudo-random numbers in [0, 1) from a hash of its
-``flow_key`` and the seed, so the assignment of a flow never depends on
-partitioning or row order. Within each class, the flows whose first number is
-below that class's ``test_fraction`` quantile form the test split, which makes
-the split stratified on ``is_attack`` up to the quantile's relative error
-(1e-4). Train flows get a fold from the quantiles of the second number, again
-per class.
+The training rows are the silver rows flagged ``training_row``: one row per
+distinct labelled feature vector (see :mod:`pea_spark.clean`). Each gets two
+pseudo-random numbers in [0, 1) from a hash of its ``flow_key`` and the seed,
+so the assignment of a flow never depends on partitioning or row order.
+
+The split is stratified on the multi-class ``label``, so that every class with
+enough rows appears in the test split and per-class recall can be measured.
+Within each class, the flows whose first number is at or below that class's
+``test_fraction`` quantile form the test split: ceil(test_fraction * n) of the
+class's n rows, up to the quantile's relative error (1e-4). The flow with the
+class's largest number always stays in train, so a class of one row is
+trained on and never tested, and a warning names it. Train flows get a fold
+from the quantiles of the second number, again per class.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pea_spark.config import PeaConfig
+from pea_spark.schema import LABEL
 from pea_spark.session import read_table, write_table
 
-__all__ = ["assign_splits", "labelled_flows", "split"]
+__all__ = ["assign_splits", "labelled_flows", "split", "SPLIT_COLUMNS"]
 
 logger = logging.getLogger(__name__)
+
+SPLIT_COLUMNS = ["flow_key", LABEL, "is_attack", "split", "fold"]
 
 _QUANTILE_ACCURACY = 10_000  # percentile_approx accuracy: relative error 1 / accuracy
 _UNIT = 1 << 53
@@ -39,41 +48,52 @@ def assign_splits(flows: DataFrame, config: PeaConfig) -> DataFrame:
     Parameters
     ----------
     flows : DataFrame
-        Labelled flows with ``flow_key`` and ``is_attack``.
+        Labelled flows with ``flow_key`` and ``label``; the split is stratified
+        on ``label``.
 
     Notes
     -----
-    Two aggregations grouped by ``is_attack`` compute the per-class quantiles;
-    the rows themselves are not shuffled.
+    Two aggregations grouped by ``label`` compute the per-class quantiles, and
+    small broadcast joins attach them; the rows themselves are not shuffled.
     """
     seed = config.seed
     folds = config.split.folds
     draws = flows.withColumn("_u", _uniform(F.col("flow_key"), seed)).withColumn(
         "_v", _uniform(F.col("flow_key"), seed + 1)
     )
-    cut = draws.groupBy("is_attack").agg(
-        F.percentile_approx("_u", config.split.test_fraction, _QUANTILE_ACCURACY).alias("_cut")
+    cut = draws.groupBy(LABEL).agg(
+        F.percentile_approx("_u", config.split.test_fraction, _QUANTILE_ACCURACY).alias("_cut"),
+        F.max("_u").alias("_max"),
     )
-    marked = draws.join(F.broadcast(cut), "is_attack").withColumn(
-        "split", F.when(F.col("_u") < F.col("_cut"), F.lit("test")).otherwise(F.lit("train"))
+    is_test = (F.col("_u") <= F.col("_cut")) & (F.col("_u") < F.col("_max"))
+    marked = draws.join(F.broadcast(cut), LABEL).withColumn(
+        "split", F.when(is_test, F.lit("test")).otherwise(F.lit("train"))
     )
     probabilities = [i / folds for i in range(1, folds)]
     edges = (
-        marked.filter(F.col("split") == "train").groupBy("is_attack")
+        marked.filter(F.col("split") == "train").groupBy(LABEL)
         .agg(F.percentile_approx("_v", probabilities, _QUANTILE_ACCURACY).alias("_edges"))
     )
     fold = sum((F.col("_v") >= F.col("_edges")[i]).cast("int") for i in range(folds - 1))
     return (
-        marked.join(F.broadcast(edges), "is_attack", "left")
+        marked.join(F.broadcast(edges), LABEL, "left")
         .withColumn("fold", F.when(F.col("split") == "train", fold).cast("int"))
-        .drop("_u", "_v", "_cut", "_edges")
+        .drop("_u", "_v", "_cut", "_max", "_edges")
     )
 
 
 def labelled_flows(spark: SparkSession, config: PeaConfig) -> DataFrame:
-    """Silver flows with a label, or ValueError when there are none to train on."""
+    """Return the training rows of silver: one labelled row per distinct feature vector.
+
+    Select, split, train and evaluate all start from these rows.
+
+    Raises
+    ------
+    ValueError
+        When silver has no labelled row.
+    """
     silver = read_table(spark, config, "silver")
-    labelled = silver.filter(F.col("is_attack").isNotNull())
+    labelled = silver.filter(F.col("training_row"))
     if labelled.isEmpty():
         raise ValueError(
             f"table {config.database}.silver has no labelled rows, so there is nothing to "
@@ -83,22 +103,38 @@ def labelled_flows(spark: SparkSession, config: PeaConfig) -> DataFrame:
     return labelled
 
 
+def _warn_untested_classes(counts: dict[tuple[str, str], int], test_fraction: float) -> None:
+    for label in sorted({label for label, _ in counts}):
+        if not counts.get((label, "test")):
+            logger.warning("split: class %r has %d rows, too few for a test row at "
+                           "test_fraction %.2f; all go to train, so its recall cannot be "
+                           "measured", label, counts.get((label, "train"), 0), test_fraction)
+
+
 def split(spark: SparkSession, config: PeaConfig) -> dict[str, int]:
-    """Write ``splits`` (flow_key, is_attack, split, fold) for every labelled silver flow.
+    """Write ``splits`` (:data:`SPLIT_COLUMNS`) for every training row of silver.
+
+    Logs a warning naming each class that gets no test row.
 
     Returns
     -------
     dict
-        Row counts per split and class, keyed like ``train_attack``.
+        Row counts per split and ``is_attack``, keyed like ``train_attack``.
     """
     start = time.monotonic()
     labelled = labelled_flows(spark, config)
-    assigned = assign_splits(labelled, config).select("flow_key", "is_attack", "split", "fold")
+    assigned = assign_splits(labelled, config).select(*SPLIT_COLUMNS)
     write_table(assigned, config, "splits")
-    rows = read_table(spark, config, "splits").groupBy("split", "is_attack").count().collect()
-    counts = {
-        f"{r['split']}_{'attack' if r['is_attack'] else 'benign'}": r["count"] for r in rows
-    }
-    logger.info("split: %s in %.1f s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())),
-                time.monotonic() - start)
+    rows = (read_table(spark, config, "splits")
+            .groupBy(LABEL, "is_attack", "split").count().collect())
+    per_class = {(r[LABEL], r["split"]): r["count"] for r in rows}
+    _warn_untested_classes(per_class, config.split.test_fraction)
+    counts: dict[str, int] = {}
+    for r in rows:
+        key = f"{r['split']}_{'attack' if r['is_attack'] else 'benign'}"
+        counts[key] = counts.get(key, 0) + r["count"]
+    logger.info("split: %s in %.1f s; per class: %s",
+                ", ".join(f"{k}={v}" for k, v in sorted(counts.items())),
+                time.monotonic() - start,
+                ", ".join(f"{label} {kind}={n}" for (label, kind), n in sorted(per_class.items())))
     return counts

@@ -20,7 +20,7 @@ from pea_spark.ingest import ingest
 from pea_spark.score import score, score_flows
 from pea_spark.selection import select
 from pea_spark.session import read_table
-from pea_spark.split import assign_splits, split
+from pea_spark.split import assign_splits, labelled_flows, split
 from pea_spark.train import train
 from tests.conftest import make_config, run_pea
 
@@ -51,6 +51,7 @@ def test_select_keeps_fifteen_low_vif_features(spark, pipeline):
     assert chosen["feature"].tolist() == summary["select"]
     assert (chosen["vif"] < 2.5).all()
     assert ranking["rank"].tolist() == list(range(1, 77))
+    assert (ranking["selected"] == ranking["dropped_reason"].isna()).all()
     ranked = ranking.dropna(subset=["vif"])
     gains = ranked["information_gain"].to_numpy()
     assert (np.diff(gains) <= 1e-12).all()
@@ -63,13 +64,18 @@ def test_split_is_stratified_and_reproducible(spark, pipeline):
     for row in splits.groupBy("is_attack").agg(
             F.avg((F.col("split") == "test").cast("double")).alias("share")).collect():
         assert abs(row["share"] - config.split.test_fraction) < TEST_FRACTION_TOLERANCE
+    # Stratified per label: each class's test rows are within one row of its share.
+    for row in splits.groupBy("label").agg(
+            F.sum((F.col("split") == "test").cast("int")).alias("test"),
+            F.count("*").alias("rows")).collect():
+        assert abs(row["test"] - config.split.test_fraction * row["rows"]) <= 1, row["label"]
     folds = splits.filter(F.col("split") == "train").groupBy("fold").count().collect()
     assert sorted(r["fold"] for r in folds) == [0, 1, 2, 3, 4]
     total = sum(r["count"] for r in folds)
     assert all(abs(r["count"] / total - 0.2) < 0.02 for r in folds)
     assert splits.filter((F.col("split") == "test") & F.col("fold").isNotNull()).count() == 0
-    silver = read_table(spark, config, "silver")
-    again = assign_splits(silver, config).select("flow_key", "split", "fold")
+    again = assign_splits(labelled_flows(spark, config), config).select("flow_key", "split",
+                                                                        "fold")
     stored = splits.select("flow_key", "split", "fold")
     assert again.exceptAll(stored).count() == 0
     assert stored.exceptAll(again).count() == 0
