@@ -49,12 +49,12 @@ _LIME_STD_FLOOR = 1e-11
 
 
 def training_rows(spark: SparkSession, config: PeaConfig, features: list[str]) -> DataFrame:
-    """Join silver's features with the train split: ``flow_key``, features, ``is_attack``,
-    ``fold``."""
+    """Join silver's features with the train split: ``flow_key``, features, ``label``,
+    ``is_attack``, ``fold``."""
     silver = labelled_flows(spark, config)
     splits = read_table(spark, config, "splits").filter(F.col("split") == "train")
     return silver.select("flow_key", *features).join(splits, "flow_key").select(
-        "flow_key", *features, "is_attack", "fold"
+        "flow_key", *features, "label", "is_attack", "fold"
     )
 
 
@@ -130,25 +130,66 @@ def lime_training_stats(rows: DataFrame, features: list[str]) -> dict[str, Any]:
     return stats
 
 
+def _warn_small_smote_classes(class_rows: dict[tuple[int, str], int], k: int,
+                              partitions: int) -> dict[str, int]:
+    """Log the SMOTE settings that small classes force; return the small attack classes.
+
+    ``class_rows`` maps (is_attack, label) to the number of rows given to SMOTE.
+    """
+    small = {label: n for (attack, label), n in sorted(class_rows.items())
+             if attack == 1 and n < k + 1}
+    for label, n in small.items():
+        logger.warning("train: attack class %r has %d training rows, fewer than smote_k + 1 = "
+                       "%d; SMOTE treats all attacks as one class, so it cannot oversample "
+                       "this class on its own", label, n, k + 1)
+    totals = {attack: sum(n for (a, _), n in class_rows.items() if a == attack)
+              for attack in (0, 1)}
+    minority = min(totals.values())
+    if minority < 2:
+        logger.warning("train: the smaller class (is_attack=%d) has %d training rows; SMOTE "
+                       "needs 2 and is skipped", min(totals, key=totals.get), minority)
+    elif minority < k + 1 and minority < max(totals.values()):
+        # Per partition the minority can be smaller still, and k is reduced further there.
+        logger.warning("train: the smaller class (is_attack=%d) has %d training rows, so SMOTE "
+                       "uses at most %d neighbours instead of smote_k = %d (in %d partitions)",
+                       min(totals, key=totals.get), minority, minority - 1, k, partitions)
+    return small
+
+
 def balance_with_smote(rows: DataFrame, features: list[str], transform: InputTransform,
-                       config: PeaConfig) -> DataFrame:
+                       config: PeaConfig) -> tuple[DataFrame, dict[str, int]]:
     """Transform rows and oversample the minority class with SMOTE inside each partition.
+
+    SMOTE balances ``is_attack``; the multi-class ``label`` is used only to warn
+    about attack classes with fewer than ``smote_k + 1`` rows, whose synthetic
+    rows mix with other attack classes.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        Training rows with ``flow_key``, ``features``, ``label`` and ``is_attack``.
 
     Returns
     -------
-    DataFrame
-        ``features`` (array<float>, scaled) and ``label`` (float).
+    tuple
+        The balanced rows, as a DataFrame of ``features`` (array<float>, scaled)
+        and ``label`` (float, the is_attack value), and the attack classes with
+        fewer than ``smote_k + 1`` rows, mapped to their row counts.
 
     Notes
     -----
     Rows are hash-partitioned by ``flow_key`` into one partition per
     ``train.smote_partition_rows`` rows, so neighbours are searched within a
-    partition. A class with fewer than 2 rows in a partition is passed through
-    without oversampling.
+    partition. There, SMOTE uses ``min(smote_k, minority rows - 1)`` neighbours,
+    and a partition whose minority class has fewer than 2 rows is passed
+    through without oversampling. One aggregation counts the rows per class.
     """
-    count = rows.count()
+    class_rows = {(r["is_attack"], r["label"]): r["count"]
+                  for r in rows.groupBy("is_attack", "label").count().collect()}
+    count = sum(class_rows.values())
     partitions = max(1, math.ceil(count / config.train.smote_partition_rows))
     k, seed = config.train.smote_k, config.seed
+    small = _warn_small_smote_classes(class_rows, k, partitions)
     columns = list(features)
 
     def oversample(batches):
@@ -167,7 +208,7 @@ def balance_with_smote(rows: DataFrame, features: list[str], transform: InputTra
                             "label": y.astype(np.float32)})
 
     shuffled = rows.repartition(partitions, F.xxhash64("flow_key", F.lit(seed)))
-    return shuffled.mapInPandas(oversample, "features array<float>, label float")
+    return shuffled.mapInPandas(oversample, "features array<float>, label float"), small
 
 
 def scale_rows(rows: DataFrame, features: list[str], transform: InputTransform) -> DataFrame:
@@ -308,7 +349,8 @@ def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
     val_rows = rows.filter(F.col("fold") == fold)
     transform = fit_transform(fit_rows, features, config.train.quantiles)
     stats = lime_training_stats(rows, features)
-    balanced = balance_with_smote(fit_rows, features, transform, config).cache()
+    balanced, small_classes = balance_with_smote(fit_rows, features, transform, config)
+    balanced = balanced.cache()
     counts = {r["label"]: r["count"] for r in balanced.groupBy("label").count().collect()}
     logger.info("train: %d rows after SMOTE (attack %d, benign %d), %d validation rows",
                 sum(counts.values()), counts.get(1.0, 0), counts.get(0.0, 0), val_rows.count())
@@ -334,7 +376,9 @@ def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
         training={"rows": int(fit_rows.count()), "rows_after_smote": int(sum(counts.values())),
                   "validation_rows": int(val_rows.count()), "epochs": len(history["loss"]),
                   "best_val_loss": float(min(history["val_loss"])), "seed": config.seed,
-                  "num_proc": len(results), "history": history},
+                  "num_proc": len(results), "history": history,
+                  "smote_k": config.train.smote_k,
+                  "attack_classes_below_smote_k": small_classes},
         packages=package_versions(),
     )
     if config.train.tune_threshold:
