@@ -2,7 +2,9 @@
 
 Both statistics are computed with Spark aggregations on the training rows. Only
 small summaries reach the driver: bin counts, and the correlation matrix of the
-candidate features.
+candidate features. Features with one value on every training row (the bulk-rate
+features of CICIDS2017, for example) are dropped before either statistic. Each
+feature that is not selected gets a ``dropped_reason`` in ``feature_ranking``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ from pea_spark.schema import DISPLAY_NAMES, FEATURES
 from pea_spark.session import read_table, write_table
 from pea_spark.split import assign_splits, labelled_flows
 
-__all__ = ["information_gain", "variance_inflation", "select_features", "select"]
+__all__ = ["constant_features", "information_gain", "variance_inflation", "select_features",
+           "select", "RANKING_SCHEMA"]
 
 logger = logging.getLogger(__name__)
 
-# Features whose sample variance is below this are treated as constant and never selected.
-_MIN_VARIANCE = 1e-12
+# Values of feature_ranking.dropped_reason: why a feature is not selected.
+CONSTANT = "constant"  # one value on every training row
+VIF_LIMIT = "vif_limit"  # adding it would raise some VIF to vif_max or above, or to infinity
+NOT_REACHED = "not_reached"  # ranked below the point where top_k features were kept
+
+RANKING_SCHEMA = ("rank int, feature string, display_name string, information_gain double, "
+                  "vif double, selected boolean, dropped_reason string")
 
 
 def bin_index(value: Column, edges: list[float]) -> Column:
@@ -145,22 +153,66 @@ def vif_against(selected: list[str], corr: np.ndarray, index: dict[str, int]) ->
     return result
 
 
+def constant_features(train: DataFrame, features: list[str]) -> list[str]:
+    """Features with a single value (minimum equal to maximum) on every row of ``train``.
+
+    Such a feature carries no information, makes the correlation matrix
+    undefined, and gives the RobustScaler a zero range. An exact test keeps
+    every feature that varies at all, however little.
+
+    Notes
+    -----
+    One aggregation pass over ``train``.
+    """
+    bounds = train.agg(*[F.min(f).alias(f"lo_{i}") for i, f in enumerate(features)],
+                       *[F.max(f).alias(f"hi_{i}") for i, f in enumerate(features)]).first()
+    return [f for i, f in enumerate(features) if bounds[f"lo_{i}"] == bounds[f"hi_{i}"]]
+
+
+def _dropped_reasons(ranked: list[str], chosen: list[str], constant: list[str],
+                     top_k: int) -> dict[str, str | None]:
+    """Reason each feature is not selected; None for the selected ones."""
+    # greedy_low_vif stops at the feature that completes top_k; later ones are never tried.
+    last_tried = ranked.index(chosen[-1]) if chosen and len(chosen) == top_k else len(ranked) - 1
+    reasons: dict[str, str | None] = {f: CONSTANT for f in constant}
+    for position, feature in enumerate(ranked):
+        if feature in chosen:
+            reasons[feature] = None
+        elif position <= last_tried:
+            reasons[feature] = VIF_LIMIT
+        else:
+            reasons[feature] = NOT_REACHED
+    return reasons
+
+
 def select_features(train: DataFrame, config: PeaConfig) -> list[dict]:
     """Rank features by information gain and keep the top ones with low VIF.
+
+    Features that are constant on ``train`` are dropped first, logged by name,
+    and never reach information gain, VIF, scaling or LIME.
 
     Returns
     -------
     list of dict
         One entry per feature, by rank: ``rank``, ``feature``, ``display_name``,
         ``information_gain``, ``vif`` (against the selected set; null for constant
-        features) and ``selected``.
+        features), ``selected`` and ``dropped_reason`` (null when selected, else
+        :data:`CONSTANT`, :data:`VIF_LIMIT` or :data:`NOT_REACHED`).
+
+    Raises
+    ------
+    ValueError
+        When every feature is constant on ``train``.
     """
-    variances = train.agg(*[F.var_samp(f).alias(f) for f in FEATURES]).first().asDict()
-    constant = [f for f in FEATURES if (variances[f] or 0.0) < _MIN_VARIANCE]
+    constant = constant_features(train, FEATURES)
     if constant:
-        logger.warning("select: %d constant features never selected: %s", len(constant),
+        logger.warning("select: %d features are constant on the training rows and are "
+                       "dropped before ranking, scaling and LIME: %s", len(constant),
                        ", ".join(constant))
     candidates = [f for f in FEATURES if f not in constant]
+    if not candidates:
+        raise ValueError(f"all {len(FEATURES)} features are constant on the training rows, so "
+                         "no feature can be selected: ingest more flows, with both classes")
     gains = information_gain(train, candidates, "is_attack", config.select.bins)
     ranked = sorted(candidates, key=lambda f: (-gains[f], f))
     corr = correlation_matrix(train, candidates)
@@ -170,6 +222,7 @@ def select_features(train: DataFrame, config: PeaConfig) -> list[dict]:
         logger.warning("select: only %d features keep VIF below %.2f (asked for %d)",
                        len(chosen), config.select.vif_max, config.select.top_k)
     vifs = vif_against(chosen, corr, index)
+    reasons = _dropped_reasons(ranked, chosen, constant, config.select.top_k)
     order = ranked + sorted(constant)
     return [
         {
@@ -179,6 +232,7 @@ def select_features(train: DataFrame, config: PeaConfig) -> list[dict]:
             "information_gain": float(gains.get(f, 0.0)),
             "vif": vifs.get(f),
             "selected": f in chosen,
+            "dropped_reason": reasons[f],
         }
         for position, f in enumerate(order)
     ]
@@ -200,9 +254,7 @@ def select(spark: SparkSession, config: PeaConfig) -> list[str]:
         ranking = select_features(train, config)
     finally:
         train.unpersist()
-    schema = ("rank int, feature string, display_name string, information_gain double, "
-              "vif double, selected boolean")
-    write_table(spark.createDataFrame(ranking, schema), config, "feature_ranking")
+    write_table(spark.createDataFrame(ranking, RANKING_SCHEMA), config, "feature_ranking")
     chosen = [r["feature"] for r in ranking if r["selected"]]
     logger.info("select: kept %d of %d features in %.1f s: %s", len(chosen), len(ranking),
                 time.monotonic() - start, ", ".join(chosen))
