@@ -52,6 +52,9 @@ ENGINES = ("batch", "lime")
 
 # Perturbation sets cached per Python worker. Each takes about
 # num_samples * n_features * 16 bytes (1.2 MB at 5,000 samples and 15 features).
+# NOTE: flows of one set share its sampling noise, so an average over many flows,
+# such as the feature_influence view, keeps that noise. More sets reduce it at
+# the cost of one model call of num_samples rows each.
 _MAX_CACHED_SETS = 64
 
 _EXPLAINERS: dict[str, Any] = {}
