@@ -239,8 +239,7 @@ def flag_training_rows(flows: DataFrame, votes: DataFrame) -> DataFrame:
 
 
 def label_conflicts(votes: DataFrame, run_id: str) -> DataFrame:
-    """Rows of ``label_conflicts``: the feature vectors of :func:`label_votes` with more
-    than one label.
+    """Select the feature vectors of :func:`label_votes` that carry more than one label.
 
     Returns
     -------
