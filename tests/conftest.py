@@ -109,6 +109,30 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def trained_subset(spark, real_subset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``real_subset`` ingested, cleaned, selected, split and trained for 10 epochs.
+
+    Training takes most of a minute on 2 cores, so the modules that only need
+    a trained model share this one. Returns the config and each stage's summary.
+    """
+    from pea_spark.clean import clean
+    from pea_spark.ingest import ingest
+    from pea_spark.selection import select
+    from pea_spark.split import split
+    from pea_spark.train import train
+
+    config = make_config(tmp_path_factory.mktemp("wh_trained"), "train.epochs=10")
+    summary = {
+        "ingest": ingest(spark, config, [real_subset]),
+        "clean": clean(spark, config),
+        "select": select(spark, config),
+        "split": split(spark, config),
+        "train": train(spark, config),
+    }
+    return config, summary
+
+
 def pea_command(*args: str) -> list[str]:
     """The command line that runs ``pea`` with ``args`` in this interpreter."""
     return [sys.executable, "-m", "pea_spark.cli", *args]

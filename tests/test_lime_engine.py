@@ -19,7 +19,6 @@ from sklearn.metrics import pairwise_distances
 
 from pea_spark import cli
 from pea_spark.artifact import load_keras_model, predict_probabilities, set_tensorflow_threads
-from pea_spark.clean import clean
 from pea_spark.config import ConfigError, ExplainSettings, load_config
 from pea_spark.explain import (
     EXPLANATION_COLUMNS,
@@ -27,13 +26,9 @@ from pea_spark.explain import (
     flow_random_state,
     perturbation_set_of,
 )
-from pea_spark.ingest import ingest
 from pea_spark.lime_engine import BatchExplainer, BinStats
-from pea_spark.selection import select
 from pea_spark.session import read_table
-from pea_spark.split import split
-from pea_spark.train import train
-from tests.conftest import SEED, make_config
+from tests.conftest import SEED
 
 WEIGHT_TOLERANCE = 1e-6
 SYNTHETIC_FEATURES = 6
@@ -278,14 +273,10 @@ def test_cli_engine_flag_sets_config(monkeypatch, command):
 
 
 @pytest.fixture(scope="module")
-def trained(spark, real_subset, tmp_path_factory):
-    """A 3-epoch model on real rows, and FIDELITY_FLOWS real flows of its silver table."""
-    config = make_config(tmp_path_factory.mktemp("wh_lime_engine"), "train.epochs=3")
-    ingest(spark, config, [real_subset])
-    clean(spark, config)
-    select(spark, config)
-    split(spark, config)
-    artifact = train(spark, config)
+def trained(spark, trained_subset):
+    """The shared 10-epoch model on real rows, and FIDELITY_FLOWS real flows of its silver."""
+    config, summary = trained_subset
+    artifact = summary["train"]
     silver = read_table(spark, config, "silver").orderBy("flow_key")
     flows = silver.select("flow_key", *artifact.features).toPandas()
     chosen = np.random.RandomState(SEED).choice(len(flows), FIDELITY_FLOWS, replace=False)
