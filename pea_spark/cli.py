@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--input", nargs="+", metavar="PATH",
                              help="CSV files or folders to read (default: the silver table); "
                                   "a label column is not needed")
+    commands.choices["score"].add_argument(
+        "--rescore", action="store_true",
+        help="score every input again, also files this model already scored unchanged")
     explain = commands.choices["explain"]
     explain.add_argument("--flows", choices=["attacks", "all", "sample"],
                          help="which flows to explain (default: attacks, the flows predicted "
@@ -146,7 +149,8 @@ def _run_command(args: argparse.Namespace, config: PeaConfig, spark: Any) -> Non
         "split": lambda: split(spark, config),
         "train": lambda: train(spark, config).path,
         "evaluate": lambda: evaluate(spark, config, version),
-        "score": lambda: score(spark, config, inputs, version),
+        "score": lambda: score(spark, config, inputs, version,
+                               rescore=getattr(args, "rescore", False)),
         "explain": lambda: explain(spark, config, inputs, version),
         "run": lambda: pipeline.run_pipeline(spark, config, inputs),
     }

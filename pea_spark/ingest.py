@@ -56,7 +56,7 @@ from pea_spark.transaction import (
 )
 
 __all__ = ["InputError", "find_csv_files", "inspect_source", "read_flows", "quarantine_rows",
-           "ingest", "BRONZE_COLUMNS", "AUDIT_SCHEMA"]
+           "ingest", "file_sha256", "BRONZE_COLUMNS", "AUDIT_SCHEMA"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,8 @@ def find_csv_files(inputs: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in files))
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's content, in hex; files are identified by it."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -380,7 +381,7 @@ def _plan(sources: list[CsvSource], current: dict[str, str]) -> list[_Plan]:
     plans = []
     for source in sources:
         path = str(source.path)
-        sha = _file_sha256(source.path)
+        sha = file_sha256(source.path)
         plan = _Plan(source, sha, source.path.stat().st_size, "new",
                      replaces_rows=path in current)
         if current.get(path) == sha:

@@ -17,7 +17,7 @@ from pyspark.sql.functions import pandas_udf
 from pea_spark.artifact import ModelArtifact
 from pea_spark.clean import clean_flows
 from pea_spark.config import PeaConfig
-from pea_spark.ingest import find_csv_files, quarantine_rows, read_flows
+from pea_spark.ingest import file_sha256, find_csv_files, quarantine_rows, read_flows
 from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.train import latest_artifact
 
@@ -108,27 +108,93 @@ def upsert(df: DataFrame, config: PeaConfig, name: str, keys: list[str]) -> None
      .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
 
 
-def score(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | None = None,
-          version: int | None = None) -> dict[str, int]:
-    """Score flows (CSV ``inputs`` or silver) into ``predictions``.
+def _scored_hashes(spark: SparkSession, config: PeaConfig, version: int) -> dict[str, str]:
+    """Content hash each source file had when model ``version`` last scored it."""
+    if not table_exists(config, "scored_files"):
+        return {}
+    rows = (read_table(spark, config, "scored_files").filter(F.col("model_version") == version)
+            .groupBy("source_file").agg(F.max_by("sha256", "scored_at").alias("sha256"))
+            .collect())
+    return {r["source_file"]: r["sha256"] for r in rows}
 
-    Re-scoring a flow with the same model version replaces its row.
+
+def _delete_predictions(spark: SparkSession, config: PeaConfig, version: int,
+                        files: list[str]) -> None:
+    """Delete the predictions of ``files`` by model ``version``, before they are scored again."""
+    from delta.tables import DeltaTable
+
+    if not files or not table_exists(config, "predictions"):
+        return
+    target = DeltaTable.forPath(spark, str(table_path(config, "predictions")))
+    target.delete((F.col("model_version") == version) & F.col("source_file").isin(files))
+
+
+def score(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | None = None,
+          version: int | None = None, rescore: bool = False) -> dict[str, int]:
+    """Score flows (CSV ``inputs`` or silver) into ``predictions``, incrementally.
+
+    CSV files are identified by the SHA-256 of their content: a file that model
+    ``version`` already scored with the same content is skipped, and a changed
+    file has its old predictions replaced. Silver flows that already have a
+    prediction by this model are skipped. ``rescore`` scores everything again.
 
     Returns
     -------
     dict
-        ``flows`` scored and ``attacks`` predicted.
+        ``flows`` with a prediction among the inputs, ``attacks`` among them, and
+        ``scored``, the flows scored by this call.
     """
     start = time.monotonic()
     artifact = latest_artifact(spark, config, version)
-    flows = load_flows(spark, config, inputs)
-    predictions = score_flows(flows, artifact, config)
-    upsert(predictions, config, "predictions", ["flow_key", "model_version"])
-    written = read_table(spark, config, "predictions").filter(
-        F.col("model_version") == artifact.version).join(flows.select("flow_key"), "flow_key")
-    counts = written.agg(F.count("*").alias("flows"),
-                         F.sum("is_attack_predicted").alias("attacks")).first()
-    result = {"flows": int(counts["flows"]), "attacks": int(counts["attacks"] or 0)}
-    logger.info("score: %d flows scored with model v%d, %d predicted attacks, in %.1f s",
-                result["flows"], artifact.version, result["attacks"], time.monotonic() - start)
+    files: list[Path] = []
+    if inputs:
+        files = find_csv_files(inputs)
+        done = {} if rescore else _scored_hashes(spark, config, artifact.version)
+        hashes = {str(f): file_sha256(f) for f in files}
+        pending = [f for f in files if done.get(str(f)) != hashes[str(f)]]
+        if len(pending) < len(files):
+            logger.info("score: %d of %d files were already scored by model v%d with the same "
+                        "content and are skipped (use --rescore to score them again)",
+                        len(files) - len(pending), len(files), artifact.version)
+        _delete_predictions(spark, config, artifact.version, [str(f) for f in pending])
+        flows = load_flows(spark, config, pending) if pending else None
+    else:
+        flows = read_table(spark, config, "silver")
+        if not rescore and table_exists(config, "predictions"):
+            done = read_table(spark, config, "predictions").filter(
+                F.col("model_version") == artifact.version).select("flow_key")
+            flows = flows.join(done, "flow_key", "left_anti")
+    scored = 0
+    if flows is not None:
+        flows = flows.cache()
+        scored = flows.count()
+        if scored:
+            upsert(score_flows(flows, artifact, config), config, "predictions",
+                   ["flow_key", "model_version"])
+        flows.unpersist()
+    if files and pending:
+        record = spark.createDataFrame(
+            [(str(f), hashes[str(f)], artifact.version) for f in pending],
+            "source_file string, sha256 string, model_version int",
+        ).withColumn("scored_at", F.current_timestamp())
+        write_table(record, config, "scored_files", mode="append")
+    result = {**_prediction_counts(spark, config, artifact.version, files), "scored": scored}
+    logger.info("score: %d flows scored with model v%d in %.1f s; %d input flows have a "
+                "prediction, %d of them attacks", scored, artifact.version,
+                time.monotonic() - start, result["flows"], result["attacks"])
     return result
+
+
+def _prediction_counts(spark: SparkSession, config: PeaConfig, version: int,
+                       files: list[Path]) -> dict[str, int]:
+    """Count the predictions by model ``version`` of the input files, or of silver."""
+    predictions = read_table(spark, config, "predictions").filter(
+        F.col("model_version") == version)
+    if files:
+        predictions = predictions.filter(F.col("source_file").isin([str(f) for f in files]))
+    else:
+        predictions = predictions.join(
+            read_table(spark, config, "silver").select("flow_key"), "flow_key")
+    counts = predictions.agg(F.count("*").alias("flows"),
+                             F.sum("is_attack_predicted").alias("attacks")).first()
+    return {"flows": int(counts["flows"]), "attacks": int(counts["attacks"] or 0)}

@@ -37,6 +37,7 @@ TABLES = (
     "models",
     "metrics",
     "predictions",
+    "scored_files",
     "explanations",
 )
 

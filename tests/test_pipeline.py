@@ -7,36 +7,28 @@ small, quickly trained model, and the full-data figures come from ``pea run``.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 from sklearn import metrics as skm
 
 from pea_spark.artifact import load_artifact
-from pea_spark.clean import clean
 from pea_spark.evaluate import evaluate
 from pea_spark.explain import explain
-from pea_spark.ingest import ingest
 from pea_spark.score import score, score_flows
-from pea_spark.selection import select
 from pea_spark.session import read_table
-from pea_spark.split import assign_splits, labelled_flows, split
-from pea_spark.train import train
-from tests.conftest import make_config, run_pea
+from pea_spark.split import assign_splits, labelled_flows
+from tests.conftest import ML_FILE, make_config, run_pea, write_subset
 
 TEST_FRACTION_TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
-def pipeline(spark, real_subset, tmp_path_factory):
-    config = make_config(tmp_path_factory.mktemp("wh_pipeline"), "train.epochs=10")
-    summary = {
-        "ingest": ingest(spark, config, [real_subset]),
-        "clean": clean(spark, config),
-        "select": select(spark, config),
-        "split": split(spark, config),
-        "train": train(spark, config),
-    }
+def pipeline(spark, real_subset, trained_subset):
+    config, trained = trained_subset
+    summary = dict(trained)
     summary["evaluate"] = evaluate(spark, config)
     summary["score"] = score(spark, config, [real_subset])
     summary["explain"] = explain(spark, config, [real_subset])
@@ -149,11 +141,15 @@ def test_score_predicts_every_input_flow(spark, pipeline):
     assert mismatched.count() == 0
 
 
-def test_score_again_replaces_rows(spark, pipeline, real_subset):
+def test_score_again_skips_scored_files_unless_rescored(spark, pipeline, real_subset):
     config, summary = pipeline
+    flows = summary["ingest"]["loaded"]
+    assert summary["score"]["scored"] == flows
     again = score(spark, config, [real_subset])
-    assert again == summary["score"]
-    assert read_table(spark, config, "predictions").count() == summary["ingest"]["loaded"]
+    assert again == {**summary["score"], "scored": 0}
+    forced = score(spark, config, [real_subset], rescore=True)
+    assert forced == summary["score"]
+    assert read_table(spark, config, "predictions").count() == flows
 
 
 def test_explain_covers_every_predicted_attack(spark, pipeline):
@@ -221,3 +217,25 @@ def test_score_quarantines_unparseable_lines(spark, pipeline, tmp_path, real_dat
     assert len(quarantine) == 1
     assert quarantine[0]["line_number"] == 3
     assert quarantine[0]["run_id"].startswith("score-")
+
+
+def test_score_scores_only_new_and_changed_files(spark, pipeline, real_subset, tmp_path,
+                                                 real_data):
+    config, summary = pipeline
+    archive = tmp_path / "archive"
+    shutil.copytree(real_subset, archive)
+    first = score(spark, config, [archive])
+    assert first["scored"] == summary["ingest"]["loaded"]
+    new_file = archive / "monday" / "new.csv"
+    rows = write_subset(real_data / ML_FILE, new_file, stride=97)
+    second = score(spark, config, [archive])
+    assert second["scored"] == rows
+    assert second["flows"] == first["flows"] + rows
+    # A changed file replaces its own predictions, including lines it no longer has.
+    fewer = write_subset(real_data / ML_FILE, new_file, stride=500)
+    third = score(spark, config, [archive])
+    assert third["scored"] == fewer
+    assert third["flows"] == first["flows"] + fewer
+    mine = read_table(spark, config, "predictions").filter(
+        F.col("source_file") == str(new_file.resolve()))
+    assert mine.count() == fewer
