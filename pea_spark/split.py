@@ -2,8 +2,10 @@
 
 The training rows are the silver rows flagged ``training_row``: one row per
 distinct labelled feature vector (see :mod:`pea_spark.clean`). Each gets two
-pseudo-random numbers in [0, 1) from a hash of its ``flow_key`` and the seed,
-so the assignment of a flow never depends on partitioning or row order.
+pseudo-random numbers in [0, 1) from a hash of its feature values, its label
+and the seed. The assignment therefore never depends on partitioning, row
+order, or the folder and name of the file a flow came from: the same flows
+copied elsewhere get the same split, and so the same selected features.
 
 The split is stratified on the multi-class ``label``, so that every class with
 enough rows appears in the test split and per-class recall can be measured.
@@ -24,7 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pea_spark.config import PeaConfig
-from pea_spark.schema import LABEL
+from pea_spark.schema import FEATURES, LABEL
 from pea_spark.session import read_table, write_table
 
 __all__ = ["assign_splits", "labelled_flows", "split", "SPLIT_COLUMNS"]
@@ -48,8 +50,8 @@ def assign_splits(flows: DataFrame, config: PeaConfig) -> DataFrame:
     Parameters
     ----------
     flows : DataFrame
-        Labelled flows with ``flow_key`` and ``label``; the split is stratified
-        on ``label``.
+        Labelled flows with the feature columns and ``label``; the split is
+        stratified on ``label``.
 
     Notes
     -----
@@ -58,8 +60,9 @@ def assign_splits(flows: DataFrame, config: PeaConfig) -> DataFrame:
     """
     seed = config.seed
     folds = config.split.folds
-    draws = flows.withColumn("_u", _uniform(F.col("flow_key"), seed)).withColumn(
-        "_v", _uniform(F.col("flow_key"), seed + 1)
+    content = F.xxhash64(*[F.col(f) for f in FEATURES], F.col(LABEL))
+    draws = flows.withColumn("_u", _uniform(content, seed)).withColumn(
+        "_v", _uniform(content, seed + 1)
     )
     cut = draws.groupBy(LABEL).agg(
         F.percentile_approx("_u", config.split.test_fraction, _QUANTILE_ACCURACY).alias("_cut"),
