@@ -12,8 +12,11 @@ from tests.conftest import run_pea
 # Training stops after 30 epochs here to keep the test near 10 minutes on 2
 # cores, so the bounds sit below the README's figures for the default 80
 # epochs. Runs also differ a little because Petastorm shuffles without a seed.
+# Training uses one row per feature vector, so no vector is in both train and
+# test. Two 30-epoch runs of that reached test F1 0.928 and 0.939, and ROC AUC
+# 0.995 in the second. One run before that change, with shared vectors, reached 0.951.
 EPOCHS = 30
-MIN_F1 = 0.93
+MIN_F1 = 0.92
 MIN_ROC_AUC = 0.985
 
 
