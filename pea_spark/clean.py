@@ -37,8 +37,7 @@ the label is chosen by these rules, in order:
 The kept row is the first (source_file, line_number) copy that carries the
 chosen label. Each conflicting feature vector is written to
 ``label_conflicts`` with every label, its copies and its first row. The split
-hashes the kept row's ``flow_key``, so no feature vector is in both train and
-test.
+assigns each training row to train or test, so no feature vector is in both.
 """
 
 from __future__ import annotations
