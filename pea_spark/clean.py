@@ -190,6 +190,8 @@ def label_votes(flows: DataFrame) -> DataFrame:
     (-copies, -is_attack, label) puts the label with the most copies first, then
     attacks before BENIGN, then labels by code point.
     """
+    # NOTE: labels are compared as strings, so a coarse label (WebAttack) and a fine one
+    # (Web Attack - XSS) on the same flow count as a conflict and are resolved by these rules.
     labelled = flows.filter(F.col(LABEL).isNotNull())
     per_label = labelled.groupBy(*FEATURES, LABEL, "is_attack").agg(
         F.sum("copies").alias("copies"),

@@ -149,7 +149,8 @@ def _warn_small_smote_classes(class_rows: dict[tuple[int, str], int], k: int,
         logger.warning("train: the smaller class (is_attack=%d) has %d training rows; SMOTE "
                        "needs 2 and is skipped", min(totals, key=totals.get), minority)
     elif minority < k + 1 and minority < max(totals.values()):
-        # Per partition the minority can be smaller still, and k is reduced further there.
+        # NOTE: with several partitions, a partition's minority can be smaller still and
+        # its k lower; those per-partition values are not reported.
         logger.warning("train: the smaller class (is_attack=%d) has %d training rows, so SMOTE "
                        "uses at most %d neighbours instead of smote_k = %d (in %d partitions)",
                        min(totals, key=totals.get), minority, minority - 1, k, partitions)
