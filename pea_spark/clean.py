@@ -363,8 +363,17 @@ def clean(spark: SparkSession, config: PeaConfig, run_id: str = "") -> dict[str,
     -----
     The deduplicated rows and the label votes (one small row per feature vector)
     are persisted, in memory then on disk, while silver and label_conflicts are
-    written, because each is read twice.
+    written, because each is read twice. Clean holds the warehouse lock while
+    it reads bronze, so it never reads an ingest run that is half committed.
     """
+    from pea_spark.transaction import WarehouseLock, recover
+
+    with WarehouseLock(config, config.ingest.lock_timeout_s, "clean"):
+        recover(spark, config)
+        return _clean(spark, config, run_id)
+
+
+def _clean(spark: SparkSession, config: PeaConfig, run_id: str) -> dict[str, int]:
     start = time.monotonic()
     run_id = run_id or uuid.uuid4().hex[:12]
     bronze = read_table(spark, config, "bronze")

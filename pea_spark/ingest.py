@@ -10,11 +10,11 @@ reason. The audit table has those counts per file and run, and ``lines_read``
 always equals ``rows_loaded + rows_quarantined + lines_skipped``.
 
 Lines end at a line feed only (a carriage return before it is dropped), as ``wc -l`` and
-``sed -n Np`` count them, so reported line numbers match what a user sees.
+``sed -n Np`` count them, so reported line numbers match those tools.
 
-Files are identified by the SHA-256 of their content. A file whose content is
-already in bronze adds nothing; a path whose content changed has its old
-rows replaced, and no other rows are touched. A run parses its files into a
+A file is identified by its path and the SHA-256 of its content. A file
+ingested before with the same content adds nothing; a path whose content
+changed has its old rows replaced, and no other rows are touched. A run parses its files into a
 staging folder, then commits bronze, quarantine and audit under the warehouse
 lock and journal of :mod:`pea_spark.transaction`, so a killed run leaves the
 tables as they were, and two runs at once never interleave.
@@ -26,6 +26,7 @@ import csv
 import hashlib
 import logging
 import math
+import re
 import shutil
 import time
 import uuid
@@ -114,7 +115,8 @@ def find_csv_files(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".csv")
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".csv"
+                           and not p.name.startswith((".", "_")))
             if not found:
                 raise InputError(
                     f"no CSV file found under folder {path}: pass a folder that contains "
@@ -127,7 +129,21 @@ def find_csv_files(inputs: list[str | Path]) -> list[Path]:
             raise InputError(f"input not found: {path}: check the path, or omit --input "
                              "to run on the built-in example archive")
     # A file named twice (directly, or also through its folder) is read once.
-    return list(dict.fromkeys(p.resolve() for p in files))
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    for path in unique:
+        _check_readable_name(path)
+    return unique
+
+
+def _check_readable_name(path: Path) -> None:
+    """Reject names that Hadoop's file input cannot open, naming the file and the fix."""
+    if path.name.startswith((".", "_")):
+        raise InputError(f"{path}: Hadoop skips files whose name starts with '.' or '_' as "
+                         "hidden, so its lines would not be read; rename the file")
+    for char, problem in ((",", "separates paths"), (":", "cannot appear in a path URI")):
+        if char in str(path):
+            raise InputError(f"{path}: {char!r} in a path {problem} for Hadoop's file input; "
+                             "rename the file or folder without it")
 
 
 def file_sha256(path: Path) -> str:
@@ -152,6 +168,10 @@ def _read_header(path: Path) -> list[str]:
     if unreadable > len(text) // 20:
         raise InputError(f"{path}: line 1 has {unreadable} bytes that are not UTF-8 text, so "
                          "this is not a CSV text file; expected a CICFlowMeter CSV export")
+    if "\r" in text:
+        raise InputError(f"{path}: line 1 contains a carriage return, so the file uses "
+                         "CR-only line endings; convert them to LF (for example with "
+                         "`tr '\\r' '\\n'`) and ingest it again")
     return next(csv.reader([text]))
 
 
@@ -192,19 +212,22 @@ def _hadoop_path(path: Path) -> str:
     return "file://" + text
 
 
+# Non-finite markers that the cleaning policy turns into 0.0 (CICFlowMeter writes
+# Infinity and NaN; Spark's cast also reads the others).
+NON_FINITE = {"infinity", "+infinity", "-infinity", "inf", "+inf", "-inf", "nan"}
+
+# A decimal number in ASCII digits, as CICFlowMeter writes them. Python's float()
+# also accepts 1_000, Unicode digits and +nan, which Spark cannot cast.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _invalid_numbers(fields: list[str], numeric: list[tuple[str, int]]) -> list[str]:
-    """Names of the numeric columns whose field is neither empty nor a number."""
+    """Names of the numeric columns whose field is neither empty, a number nor a
+    non-finite marker of the cleaning policy (``Infinity``, ``NaN``, ...)."""
     invalid = []
     for column, position in numeric:
         text = fields[position].strip()
-        if not text:
-            continue
-        try:
-            float(text)
-        except ValueError:
-            invalid.append(column)
-            continue
-        if "_" in text:  # Python reads 1_000 as a number, CSV readers do not
+        if text and not _NUMBER.fullmatch(text) and text.lower() not in NON_FINITE:
             invalid.append(column)
     return invalid
 
@@ -349,12 +372,12 @@ def quarantine_rows(parsed: DataFrame, run_id: str) -> DataFrame:
 
 @dataclass
 class _Plan:
-    """What one run does with one input file."""
+    """The action of one run on one input file."""
 
     source: CsvSource
     sha256: str
     size_bytes: int
-    status: str  # new, replaced, unchanged or duplicate
+    status: str  # new, replaced or unchanged
     note: str | None = None
     replaces_rows: bool = False
 
@@ -364,37 +387,34 @@ class _Plan:
 
 
 def _current_files(spark: SparkSession, config: PeaConfig) -> dict[str, str]:
-    """Content hash now loaded for each source file, from the latest audit row that loaded it."""
+    """Content hash now loaded for each source file, from the latest audit row that read it."""
     if not table_exists(config, "ingest_audit"):
         return {}
     audit = read_table(spark, config, "ingest_audit").filter(
-        F.col("status").isin("new", "replaced", "duplicate"))
-    latest = audit.groupBy("source_file").agg(
-        F.max_by("sha256", "ingested_at").alias("sha256"),
-        F.max_by("status", "ingested_at").alias("status"))
-    return {r["source_file"]: (r["sha256"] if r["status"] != "duplicate" else "")
-            for r in latest.collect()}
+        F.col("status").isin("new", "replaced"))
+    latest = audit.groupBy("source_file").agg(F.max_by("sha256", "ingested_at").alias("sha256"))
+    return {r["source_file"]: r["sha256"] for r in latest.collect()}
 
 
 def _plan(sources: list[CsvSource], current: dict[str, str]) -> list[_Plan]:
-    loaded = {sha: path for path, sha in current.items() if sha}
+    """Decide per file: ``unchanged`` (same path, same content), ``replaced`` or ``new``.
+
+    A file is identified by its path and its content hash together. Two paths
+    with the same content are both loaded; clean keeps one copy of their
+    equal rows. (Treating the second path as a duplicate would lose rows when
+    the first path later changes.)
+    """
     plans = []
     for source in sources:
         path = str(source.path)
         sha = file_sha256(source.path)
-        plan = _Plan(source, sha, source.path.stat().st_size, "new",
-                     replaces_rows=path in current)
+        plan = _Plan(source, sha, source.path.stat().st_size, "new")
         if current.get(path) == sha:
-            plan.status, plan.replaces_rows = "unchanged", False
+            plan.status = "unchanged"
             plan.note = "same content as when last ingested; nothing read"
-        elif sha in loaded:
-            plan.status = "duplicate"
-            plan.note = f"same content as {loaded[sha]}, already ingested; nothing read"
         elif path in current:
-            plan.status = "replaced"
+            plan.status, plan.replaces_rows = "replaced", True
             plan.note = "content changed since the last ingest; its rows were replaced"
-        if plan.parse:
-            loaded[sha] = path
         plans.append(plan)
     return plans
 
@@ -432,6 +452,9 @@ def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> 
     logger.info("ingest: run %s over %d CSV files", run_id, len(files))
     with WarehouseLock(config, config.ingest.lock_timeout_s):
         recover(spark, config)
+        # Under the lock no other run is active: staging folders left by runs killed
+        # before their journal was written can go.
+        shutil.rmtree(ingest_folder(config) / "staging", ignore_errors=True)
         plans = _plan(sources, _current_files(spark, config))
         staging = ingest_folder(config) / "staging" / run_id
         try:

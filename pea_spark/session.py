@@ -46,7 +46,8 @@ def create_session(config: PeaConfig) -> SparkSession:
     """Create (or reuse) a SparkSession with Delta Lake and register the warehouse tables.
 
     Delta's jars are resolved from Maven Central by Spark's Ivy on first use and
-    cached under ``~/.ivy2``; set ``spark.jars`` in ``spark.conf`` to use local jars.
+    cached under ``~/.ivy2.5.2`` (Spark 4's Ivy folder); set ``spark.jars`` in
+    ``spark.conf`` to use local jars.
     """
     from delta import configure_spark_with_delta_pip
 
@@ -127,8 +128,9 @@ def register_tables(spark: SparkSession, config: PeaConfig) -> list[str]:
                            "before its first commit); it is skipped: delete the folder to "
                            "clear this warning", path)
         if table_exists(config, name):
+            location = str(path).replace("\\", "\\\\").replace("'", "\\'")
             spark.sql(
-                f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{path}'"
+                f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{location}'"
             )
             registered.append(name)
     if "explanations" in registered:

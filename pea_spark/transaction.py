@@ -223,7 +223,8 @@ def _restore(spark: SparkSession, config: PeaConfig, name: str, version: int) ->
         logger.warning("removed table %s.%s, created by the interrupted run",
                        config.database, name)
         return
-    spark.sql(f"RESTORE TABLE delta.`{path}` TO VERSION AS OF {version}")
+    quoted = str(path).replace("`", "``")
+    spark.sql(f"RESTORE TABLE delta.`{quoted}` TO VERSION AS OF {version}")
     logger.warning("restored table %s.%s from version %d to version %d",
                    config.database, name, current, version)
 

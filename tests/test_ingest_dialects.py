@@ -12,7 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from pea_spark.clean import clean_flows
-from pea_spark.ingest import InputError, ingest, inspect_source
+from pea_spark.ingest import InputError, find_csv_files, ingest, inspect_source
 from pea_spark.schema import FEATURES, IDENTIFIERS, map_header
 from pea_spark.session import read_table, table_exists
 from tests.conftest import ML_FILE, WEB_FILE, make_config, run_pea
@@ -230,18 +230,64 @@ def test_changed_file_replaces_only_its_own_rows(spark, tmp_path, real_data):
     assert statuses == ["new", "replaced"]
 
 
-def test_same_content_under_another_name_adds_nothing(spark, tmp_path, real_data):
-    header, rows = _lines(real_data, ML_FILE, 2)
-    original, copy = tmp_path / "capture.csv", tmp_path / "capture (copy).csv"
-    for path in (original, copy):
-        path.write_bytes(b"\n".join([header, *rows]) + b"\n")
+def test_same_content_under_two_names_and_swapped_contents(spark, tmp_path, real_data):
+    header, rows = _lines(real_data, ML_FILE, 5)
+    first, second = tmp_path / "capture.csv", tmp_path / "capture (copy).csv"
+    first.write_bytes(b"\n".join([header, *rows[:2]]) + b"\n")
+    second.write_bytes(b"\n".join([header, *rows[2:5]]) + b"\n")
     config = make_config(tmp_path / "wh")
-    totals = ingest(spark, config, [original, copy])
-    assert (totals["loaded"], totals["unchanged"]) == (2, 1)
-    row = _audit(spark, config, copy).first()
-    assert row["status"] == "duplicate"
-    assert row["note"] == f"same content as {original}, already ingested; nothing read"
-    assert read_table(spark, config, "bronze").count() == 2
+    assert ingest(spark, config, [first, second])["loaded"] == 5
+    # Swapping the two files' contents reloads both, and loses no row.
+    first_bytes, second_bytes = first.read_bytes(), second.read_bytes()
+    first.write_bytes(second_bytes)
+    second.write_bytes(first_bytes)
+    totals = ingest(spark, config, [first, second])
+    assert (totals["loaded"], totals["unchanged"]) == (5, 0)
+    counts = {Path(r["source_file"]).name: r["count"] for r in
+              read_table(spark, config, "bronze").groupBy("source_file").count().collect()}
+    assert counts == {"capture.csv": 3, "capture (copy).csv": 2}
+    # Equal content under two names is loaded under both; clean keeps one copy of each row.
+    second.write_bytes(second_bytes)
+    assert ingest(spark, config, [first, second])["loaded"] == 3
+    assert read_table(spark, config, "bronze").count() == 6
+    assert [r["status"] for r in _audit(spark, config, second).collect()] == [
+        "new", "replaced", "replaced"]
+
+
+def test_text_that_python_reads_as_a_number_is_quarantined(spark, tmp_path, real_data):
+    header, rows = _lines(real_data, ML_FILE, 1)
+    values = ["+nan", "-nan", "\u0661\u0662\u0663", "\uff11\uff12", "1_000", "0x10"]
+    lines = []
+    for value in values:
+        fields = rows[0].decode().split(",")
+        fields[1] = value  # Flow Duration
+        lines.append(",".join(fields).encode())
+    fields = rows[0].decode().split(",")
+    fields[1], fields[2] = "1e999", "-Infinity"
+    lines.append(",".join(fields).encode())
+    path = tmp_path / "numbers.csv"
+    path.write_bytes(b"\n".join([header, *lines]) + b"\n")
+    config = make_config(tmp_path / "wh")
+    totals = ingest(spark, config, [path])
+    assert (totals["loaded"], totals["quarantined"]) == (1, len(values))
+    silver = clean_flows(read_table(spark, config, "bronze")).first()
+    assert (silver["flow_duration"], silver["total_fwd_packets"]) == (0.0, 0.0)
+
+
+def test_cr_only_line_endings_and_unreadable_names_are_clear_errors(tmp_path, real_data):
+    header, rows = _lines(real_data, ML_FILE, 2)
+    path = tmp_path / "classic-mac.csv"
+    path.write_bytes(b"\r".join([header, *rows]) + b"\r")
+    with pytest.raises(InputError, match="classic-mac.csv: line 1 contains a carriage return"):
+        inspect_source(path)
+    for name in ("com,ma.csv", "col:on.csv", "_hidden.csv"):
+        odd = tmp_path / name
+        odd.write_bytes(b"\n".join([header, *rows]) + b"\n")
+        with pytest.raises(InputError, match="rename the file"):
+            find_csv_files([odd])
+        odd.unlink()
+    (tmp_path / ".hidden.csv").write_bytes(header + b"\n")
+    assert find_csv_files([tmp_path]) == [path.resolve()]
 
 
 def test_silver_features_are_the_same_for_every_dialect(spark, tmp_path, real_data):
