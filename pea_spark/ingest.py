@@ -407,6 +407,8 @@ def _plan(sources: list[CsvSource], current: dict[str, str]) -> list[_Plan]:
     plans = []
     for source in sources:
         path = str(source.path)
+        # NOTE: the hash is taken before Spark reads the file, so lines appended while
+        # a run reads it are loaded under the earlier hash; the next run replaces them.
         sha = file_sha256(source.path)
         plan = _Plan(source, sha, source.path.stat().st_size, "new")
         if current.get(path) == sha:

@@ -100,6 +100,7 @@ class WarehouseLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; return whether it was taken."""
+        # NOTE: a read-only warehouse fails here with a bare OSError from the lock file.
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
