@@ -47,7 +47,7 @@ from pea_spark.schema import (
     detect_dialect,
     map_header,
 )
-from pea_spark.session import read_table, table_exists, write_table
+from pea_spark.session import read_table, sql_string, table_exists, write_table
 from pea_spark.transaction import (
     Journal,
     WarehouseLock,
@@ -421,10 +421,6 @@ def _plan(sources: list[CsvSource], current: dict[str, str]) -> list[_Plan]:
     return plans
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> dict[str, int]:
     """Load new and changed CSV files into ``bronze``, bad lines into ``quarantine``, and
     one row per file into ``ingest_audit``.
@@ -555,7 +551,7 @@ def _publish(spark: SparkSession, config: PeaConfig, plans: list[_Plan], staging
     failpoint("after-journal")
     if replaced:
         staged = spark.read.parquet(str(staging)) if any(p.parse for p in plans) else None
-        predicate = f"source_file IN ({', '.join(_sql_string(f) for f in replaced)})"
+        predicate = f"source_file IN ({', '.join(sql_string(f) for f in replaced)})"
         bronze = (staged.filter(F.col("status") == "loaded")
                   .withColumn("run_id", F.lit(run_id)).select(*BRONZE_COLUMNS)
                   if staged is not None else _empty(spark, "bronze"))

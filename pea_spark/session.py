@@ -16,6 +16,7 @@ __all__ = [
     "create_session",
     "read_table",
     "register_tables",
+    "sql_string",
     "table_exists",
     "table_path",
     "write_table",
@@ -99,6 +100,11 @@ def _quiet_codegen_fallback(spark: SparkSession) -> None:
             name, jvm.org.apache.logging.log4j.Level.getLevel(level))
 
 
+def sql_string(text: str) -> str:
+    """Quote ``text`` as a Spark SQL string literal, escaping backslashes and quotes."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def table_path(config: PeaConfig, name: str) -> Path:
     """Return the folder of Delta table ``name`` under the warehouse."""
     return config.warehouse_path / config.database / name
@@ -128,10 +134,8 @@ def register_tables(spark: SparkSession, config: PeaConfig) -> list[str]:
                            "before its first commit); it is skipped: delete the folder to "
                            "clear this warning", path)
         if table_exists(config, name):
-            location = str(path).replace("\\", "\\\\").replace("'", "\\'")
-            spark.sql(
-                f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{location}'"
-            )
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA "
+                      f"LOCATION {sql_string(str(path))}")
             registered.append(name)
     if "explanations" in registered:
         spark.sql(
