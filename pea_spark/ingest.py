@@ -13,7 +13,7 @@ Lines end at a line feed only (a carriage return before it is dropped), as ``wc 
 ``sed -n Np`` count them, so reported line numbers match those tools.
 
 A file is identified by its path and the SHA-256 of its content. A file
-ingested before with the same content adds nothing; a path whose content
+ingested before with the same content adds nothing. A path whose content
 changed has its old rows replaced, and no other rows are touched. A run parses its files into a
 staging folder, then commits bronze, quarantine and audit under the warehouse
 lock and journal of :mod:`pea_spark.transaction`, so a killed run leaves the
@@ -298,7 +298,7 @@ def _line_parser(source: CsvSource):
                          if not _same_value(fields[first], fields[again])]
             if differing:
                 name, first, again = differing[0]
-                reason = (f"column {name!r} at positions {first + 1} and {again + 1} holds "
+                reason = (f"column {name!r} at positions {first + 1} and {again + 1} contains "
                           f"different values: {fields[first]!r} and {fields[again]!r}")
                 yield outcome("mismatch", reason, text, line_number)
                 continue
@@ -362,7 +362,7 @@ def quarantine_rows(parsed: DataFrame, run_id: str) -> DataFrame:
     """Select the lines of :func:`read_flows` output that cannot be loaded, as quarantine rows.
 
     These are the quarantined lines and, when scoring, lines whose repeated
-    column holds two different values (ingest stops on those instead).
+    column contains two different values. Ingest stops on those instead.
     """
     return parsed.filter(F.col("status").isin("quarantined", "mismatch")).select(
         F.lit(run_id).alias("run_id"), "source_file", "line_number", "raw_line", "reason",
@@ -407,8 +407,8 @@ def _plan(sources: list[CsvSource], current: dict[str, str]) -> list[_Plan]:
     plans = []
     for source in sources:
         path = str(source.path)
-        # NOTE: the hash is taken before Spark reads the file, so lines appended while
-        # a run reads it are loaded under the earlier hash; the next run replaces them.
+        # NOTE: the hash is taken before Spark reads the file. Lines appended during a
+        # run are loaded under the earlier hash, and the next run replaces them.
         sha = file_sha256(source.path)
         plan = _Plan(source, sha, source.path.stat().st_size, "new")
         if current.get(path) == sha:
@@ -439,9 +439,9 @@ def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> 
     ------
     InputError
         When an input is missing, empty, not text or not a CICFlowMeter export,
-        or when a repeated column holds different values; nothing is written.
+        or when a repeated column contains different values. Nothing is written.
     ConflictError
-        When another writer holds the warehouse lock longer than ``ingest.lock_timeout_s``.
+        When another process keeps the warehouse lock longer than ``ingest.lock_timeout_s``.
     """
     start = time.monotonic()
     files = find_csv_files(inputs)
@@ -516,8 +516,9 @@ def _check_repeated_columns(spark: SparkSession, staging: Path, plans: list[_Pla
             f"{r['source_file']}: {r['lines']} differing lines, the first is line "
             f"{r['first']['line_number']}: {r['first']['reason']}" for r in mismatched)
         raise InputError(
-            f"a repeated column holds different values, so it is not clear which copy is the "
-            f"feature: {details}. Nothing was written: remove the wrong copy from the file "
+            "invalid file: a repeated column contains different values, so it is not clear "
+            f"which copy is the feature: {details}. Nothing was written: remove the wrong "
+            "copy from the file "
             "(CICFlowMeter writes two equal copies of 'Fwd Header Length')")
 
 

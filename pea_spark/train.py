@@ -161,9 +161,9 @@ def balance_with_smote(rows: DataFrame, features: list[str], transform: InputTra
                        config: PeaConfig) -> tuple[DataFrame, dict[str, int]]:
     """Transform rows and oversample the minority class with SMOTE inside each partition.
 
-    SMOTE balances ``is_attack``; the multi-class ``label`` is used only to warn
-    about attack classes with fewer than ``smote_k + 1`` rows, whose synthetic
-    rows mix with other attack classes.
+    SMOTE balances ``is_attack``. The multi-class ``label`` is used only to warn
+    about attack classes with fewer than ``smote_k + 1`` rows, because their
+    synthetic rows mix with other attack classes.
 
     Parameters
     ----------

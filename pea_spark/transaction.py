@@ -52,7 +52,7 @@ INGEST_TABLES = ("bronze", "quarantine", "ingest_audit")
 
 
 class ConflictError(ValueError):
-    """Another run holds the warehouse lock; the message names it and what to do."""
+    """Error raised when another process holds the warehouse lock, naming it and the fix."""
 
 
 def ingest_folder(config: PeaConfig) -> Path:
@@ -133,7 +133,7 @@ class WarehouseLock:
             time.sleep(0.2)
 
     def release(self) -> None:
-        """Release the lock; the owner file is left for the next holder to overwrite."""
+        """Release the lock. The owner file stays for the next holder to overwrite."""
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -231,7 +231,7 @@ def _restore(spark: SparkSession, config: PeaConfig, name: str, version: int) ->
 
 
 def recover_if_abandoned(spark: SparkSession, config: PeaConfig) -> str | None:
-    """Recover a dead run's journal when no live run holds the lock; else do nothing."""
+    """Recover a dead run's journal, unless a live run holds the lock."""
     if Journal(config).read() is None:
         return None
     lock = WarehouseLock(config, 0.0, "recovery")

@@ -1,7 +1,4 @@
-"""Ingest quirks of real CICFlowMeter exports, each on a small CSV written by the test.
-
-The numbers in the test names follow the list of quirks in issue 3.
-"""
+"""Ingest quirks of real CICFlowMeter exports, each on a small CSV written by the test."""
 
 from __future__ import annotations
 
@@ -24,12 +21,17 @@ def _lines(real_data: Path, name: str, count: int) -> tuple[bytes, list[bytes]]:
     return lines[0], lines[1:count + 1]
 
 
+def _write_csv(path: Path, lines: list[bytes], ending: bytes = b"\n") -> None:
+    """Write ``lines`` (header first) to ``path``, each followed by ``ending``."""
+    path.write_bytes(ending.join(lines) + ending)
+
+
 def _audit(spark, config, path: Path):
     audit = read_table(spark, config, "ingest_audit")
     return audit.filter(F.col("source_file") == str(path.resolve())).orderBy("ingested_at")
 
 
-def test_01_header_with_a_blank_after_each_comma(spark, tmp_path):
+def test_header_blank_after_comma(spark, tmp_path):
     header = "Flow ID, Source IP, Destination Port, Flow Bytes/s, Label"
     mapping = map_header(header.split(","))
     assert mapping.positions == {"flow_id": 0, "source_ip": 1, "destination_port": 2,
@@ -50,11 +52,11 @@ def _fwd_header_positions(header: bytes) -> list[int]:
     return [i for i, n in enumerate(names) if n == "Fwd Header Length"]
 
 
-def test_02_repeated_column_with_equal_values_keeps_one(spark, tmp_path, real_data, caplog):
+def test_repeated_column_equal_values(spark, tmp_path, real_data, caplog):
     header, rows = _lines(real_data, ML_FILE, 3)
     assert _fwd_header_positions(header) == [34, 55]
     path = tmp_path / "twice.csv"
-    path.write_bytes(b"\n".join([header, *rows]) + b"\n")
+    _write_csv(path, [header, *rows])
     config = make_config(tmp_path / "wh")
     with caplog.at_level(logging.WARNING, logger="pea_spark.ingest"):
         assert ingest(spark, config, [path])["loaded"] == 3
@@ -66,33 +68,32 @@ def test_02_repeated_column_with_equal_values_keeps_one(spark, tmp_path, real_da
     assert [r["fwd_header_length"] for r in bronze] == expected
 
 
-def test_02_repeated_column_with_different_values_is_an_error(spark, tmp_path, real_data):
+def test_repeated_column_different_values(spark, tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 3)
     fields = rows[1].split(b",")
     fields[55] = b"999"
     path = tmp_path / "differ.csv"
-    path.write_bytes(b"\n".join([header, rows[0], b",".join(fields), rows[2]]) + b"\n")
+    _write_csv(path, [header, rows[0], b",".join(fields), rows[2]])
     config = make_config(tmp_path / "wh")
     with pytest.raises(InputError) as error:
         ingest(spark, config, [path])
     message = str(error.value)
     assert (f"{path}: 1 differing lines, the first is line 3: column 'Fwd Header Length' at "
-            f"positions 35 and 56 holds different values: '{fields[34].decode()}' and '999'"
+            f"positions 35 and 56 contains different values: '{fields[34].decode()}' and '999'"
             in message)
     assert "Nothing was written" in message
     assert not table_exists(config, "bronze")
     assert not table_exists(config, "ingest_audit")
 
 
-def test_05_partial_row_kept_and_comma_lines_counted(spark, tmp_path, real_data):
+def test_partial_row_and_comma_lines(spark, tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 2)
     fields = rows[1].split(b",")
     names = [n.strip() for n in header.decode().split(",")]
     fields[names.index("Flow Bytes/s")] = b""
     commas = b"," * (len(names) - 1)
     path = tmp_path / "partial.csv"
-    path.write_bytes(b"\r\n".join([header, rows[0], b",".join(fields), commas, commas, commas])
-                     + b"\r\n")
+    _write_csv(path, [header, rows[0], b",".join(fields), commas, commas, commas], b"\r\n")
     config = make_config(tmp_path / "wh")
     totals = ingest(spark, config, [path])
     assert totals == {"files": 1, "lines_read": 6, "loaded": 2, "quarantined": 0, "skipped": 4,
@@ -105,11 +106,11 @@ def test_05_partial_row_kept_and_comma_lines_counted(spark, tmp_path, real_data)
     assert clean_flows(partial).first()["flow_bytes_per_s"] == 0.0
 
 
-def test_06_files_with_and_without_identifiers_share_one_table(spark, tmp_path, real_data):
+def test_identifiers_present_and_absent(spark, tmp_path, real_data):
     web_header, web_rows = _lines(real_data, WEB_FILE, 2)
     ml_header, ml_rows = _lines(real_data, ML_FILE, 2)
-    (tmp_path / "web.csv").write_bytes(b"\n".join([web_header, *web_rows]) + b"\n")
-    (tmp_path / "ml.csv").write_bytes(b"\n".join([ml_header, *ml_rows]) + b"\n")
+    _write_csv(tmp_path / "web.csv", [web_header, *web_rows])
+    _write_csv(tmp_path / "ml.csv", [ml_header, *ml_rows])
     config = make_config(tmp_path / "wh")
     assert ingest(spark, config, [tmp_path / "web.csv", tmp_path / "ml.csv"])["loaded"] == 4
     bronze = read_table(spark, config, "bronze")
@@ -124,14 +125,14 @@ def test_06_files_with_and_without_identifiers_share_one_table(spark, tmp_path, 
     assert ml["flow_duration"] == ml_rows[0].decode().split(",")[1].strip()
 
 
-def test_11_rows_with_wrong_field_counts_or_text_are_quarantined(spark, tmp_path, real_data):
+def test_bad_rows_quarantined(spark, tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 4)
     too_many = rows[1] + b",7,8"
     too_few = b",".join(rows[2].split(b",")[:10])
     text = rows[3].split(b",")
     text[1] = b"twelve"
     path = tmp_path / "bad rows.csv"
-    path.write_bytes(b"\n".join([header, rows[0], too_many, too_few, b",".join(text)]) + b"\n")
+    _write_csv(path, [header, rows[0], too_many, too_few, b",".join(text)])
     config = make_config(tmp_path / "wh")
     assert ingest(spark, config, [path])["quarantined"] == 3
     quarantine = read_table(spark, config, "quarantine").orderBy("line_number").collect()
@@ -150,24 +151,24 @@ def test_11_rows_with_wrong_field_counts_or_text_are_quarantined(spark, tmp_path
     }
 
 
-def test_12_file_name_with_spaces_and_quotes_ingests(spark, tmp_path, real_data):
+def test_name_with_spaces_and_quotes(spark, tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 2)
     path = tmp_path / "Friday 'DDoS' \"capture\" [1].csv"
-    path.write_bytes(b"\n".join([header, *rows]) + b"\n")
+    _write_csv(path, [header, *rows])
     config = make_config(tmp_path / "wh")
     assert ingest(spark, config, [path])["loaded"] == 2
     # A second run must find the file's earlier rows by name, quotes included.
-    path.write_bytes(b"\n".join([header, rows[0]]) + b"\n")
+    _write_csv(path, [header, rows[0]])
     assert ingest(spark, config, [path])["loaded"] == 1
     bronze = read_table(spark, config, "bronze").collect()
     assert [(r["source_file"], r["line_number"]) for r in bronze] == [(str(path), 2)]
 
 
-def test_12_empty_and_binary_files_fail_with_a_clear_message(tmp_path, real_data):
+def test_empty_and_binary_files(tmp_path, real_data):
     folder = tmp_path / "captures"
     folder.mkdir()
     header, rows = _lines(real_data, ML_FILE, 1)
-    (folder / "a-good.csv").write_bytes(b"\n".join([header, *rows]) + b"\n")
+    _write_csv(folder / "a-good.csv", [header, *rows])
     (folder / "b-empty.csv").write_bytes(b"")
     result = run_pea("--warehouse", str(tmp_path / "wh"), "ingest", "--input", str(folder))
     assert result.returncode == 2
@@ -179,11 +180,11 @@ def test_12_empty_and_binary_files_fail_with_a_clear_message(tmp_path, real_data
         inspect_source(random_bytes)
 
 
-def test_lone_carriage_return_does_not_shift_line_numbers(spark, tmp_path, real_data):
+def test_lone_carriage_return_line_numbers(spark, tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 3)
     broken = rows[1].replace(b",", b",\r", 1)  # a stray CR inside line 3
     path = tmp_path / "cr.csv"
-    path.write_bytes(b"\r\n".join([header, rows[0], broken, rows[2]]) + b"\r\n")
+    _write_csv(path, [header, rows[0], broken, rows[2]], b"\r\n")
     config = make_config(tmp_path / "wh")
     totals = ingest(spark, config, [path])
     assert totals["lines_read"] == 4
@@ -194,26 +195,26 @@ def test_lone_carriage_return_does_not_shift_line_numbers(spark, tmp_path, real_
     assert quarantined["reason"] == "not valid CSV: a carriage return inside the line"
 
 
-def test_repeated_header_inside_a_file_is_skipped(spark, tmp_path, real_data):
+def test_repeated_header_skipped(spark, tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 2)
     path = tmp_path / "concatenated.csv"
-    path.write_bytes(b"\n".join([header, rows[0], header, rows[1]]) + b"\n")
+    _write_csv(path, [header, rows[0], header, rows[1]])
     config = make_config(tmp_path / "wh")
     assert ingest(spark, config, [path])["loaded"] == 2
     assert _audit(spark, config, path).first()["skip_reasons"] == {"header": 1,
                                                                   "repeated header": 1}
 
 
-def test_changed_file_replaces_only_its_own_rows(spark, tmp_path, real_data):
+def test_changed_file_replaces_own_rows(spark, tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 6)
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
-    first.write_bytes(b"\n".join([header, *rows[:3]]) + b"\n")
-    second.write_bytes(b"\n".join([header, *rows[3:5]]) + b"\n")
+    _write_csv(first, [header, *rows[:3]])
+    _write_csv(second, [header, *rows[3:5]])
     config = make_config(tmp_path / "wh")
     ingest(spark, config, [first, second])
     before = {r["line_number"]: r["run_id"] for r in read_table(spark, config, "bronze")
               .filter(F.col("source_file") == str(second)).collect()}
-    first.write_bytes(b"\n".join([header, rows[0], rows[5]]) + b"\n")
+    _write_csv(first, [header, rows[0], rows[5]])
     totals = ingest(spark, config, [first, second])
     assert (totals["loaded"], totals["unchanged"]) == (2, 1)
     bronze = read_table(spark, config, "bronze")
@@ -230,11 +231,11 @@ def test_changed_file_replaces_only_its_own_rows(spark, tmp_path, real_data):
     assert statuses == ["new", "replaced"]
 
 
-def test_same_content_under_two_names_and_swapped_contents(spark, tmp_path, real_data):
+def test_same_and_swapped_contents(spark, tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 5)
     first, second = tmp_path / "capture.csv", tmp_path / "capture (copy).csv"
-    first.write_bytes(b"\n".join([header, *rows[:2]]) + b"\n")
-    second.write_bytes(b"\n".join([header, *rows[2:5]]) + b"\n")
+    _write_csv(first, [header, *rows[:2]])
+    _write_csv(second, [header, *rows[2:5]])
     config = make_config(tmp_path / "wh")
     assert ingest(spark, config, [first, second])["loaded"] == 5
     # Swapping the two files' contents reloads both, and loses no row.
@@ -254,7 +255,7 @@ def test_same_content_under_two_names_and_swapped_contents(spark, tmp_path, real
         "new", "replaced", "replaced"]
 
 
-def test_text_that_python_reads_as_a_number_is_quarantined(spark, tmp_path, real_data):
+def test_python_only_numbers_quarantined(spark, tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 1)
     values = ["+nan", "-nan", "\u0661\u0662\u0663", "\uff11\uff12", "1_000", "0x10"]
     lines = []
@@ -266,7 +267,7 @@ def test_text_that_python_reads_as_a_number_is_quarantined(spark, tmp_path, real
     fields[1], fields[2] = "1e999", "-Infinity"
     lines.append(",".join(fields).encode())
     path = tmp_path / "numbers.csv"
-    path.write_bytes(b"\n".join([header, *lines]) + b"\n")
+    _write_csv(path, [header, *lines])
     config = make_config(tmp_path / "wh")
     totals = ingest(spark, config, [path])
     assert (totals["loaded"], totals["quarantined"]) == (1, len(values))
@@ -274,15 +275,15 @@ def test_text_that_python_reads_as_a_number_is_quarantined(spark, tmp_path, real
     assert (silver["flow_duration"], silver["total_fwd_packets"]) == (0.0, 0.0)
 
 
-def test_cr_only_line_endings_and_unreadable_names_are_clear_errors(tmp_path, real_data):
+def test_cr_endings_and_unreadable_names(tmp_path, real_data):
     header, rows = _lines(real_data, ML_FILE, 2)
     path = tmp_path / "classic-mac.csv"
-    path.write_bytes(b"\r".join([header, *rows]) + b"\r")
+    _write_csv(path, [header, *rows], b"\r")
     with pytest.raises(InputError, match="classic-mac.csv: line 1 contains a carriage return"):
         inspect_source(path)
     for name in ("com,ma.csv", "col:on.csv", "_hidden.csv"):
         odd = tmp_path / name
-        odd.write_bytes(b"\n".join([header, *rows]) + b"\n")
+        _write_csv(odd, [header, *rows])
         with pytest.raises(InputError, match="rename the file"):
             find_csv_files([odd])
         odd.unlink()
@@ -290,7 +291,7 @@ def test_cr_only_line_endings_and_unreadable_names_are_clear_errors(tmp_path, re
     assert find_csv_files([tmp_path]) == [path.resolve()]
 
 
-def test_silver_features_are_the_same_for_every_dialect(spark, tmp_path, real_data):
+def test_silver_features_across_dialects(spark, tmp_path, real_data):
     """The same flow written in the 2021 and the 2018 spellings gives one set of features."""
     header, rows = _lines(real_data, ML_FILE, 1)
     source = inspect_source(real_data / ML_FILE)
@@ -305,7 +306,7 @@ def test_silver_features_are_the_same_for_every_dialect(spark, tmp_path, real_da
                                           encoding="utf-8")
     assert source.dialect == "cicids2017-machinelearningcve"
     assert inspect_source(tmp_path / "ids2018.csv").dialect == "cse-cic-ids2018"
-    (tmp_path / "ml.csv").write_bytes(b"\n".join([header, *rows]) + b"\n")
+    _write_csv(tmp_path / "ml.csv", [header, *rows])
     config = make_config(tmp_path / "wh")
     ingest(spark, config, [tmp_path / "ids2018.csv", tmp_path / "ml.csv"])
     silver = clean_flows(read_table(spark, config, "bronze")).orderBy("source_file").collect()

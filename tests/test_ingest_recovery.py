@@ -58,7 +58,7 @@ def _bronze_keys(spark, config) -> list[tuple[str, int]]:
             read_table(spark, config, "bronze").select("source_file", "line_number").collect()]
 
 
-def test_ingest_killed_after_its_bronze_commit_is_rolled_back(spark, tmp_path, real_data):
+def test_kill_after_bronze_commit(spark, tmp_path, real_data):
     config = make_config(tmp_path / "wh")
     first, second, rows_first, rows_second = _inputs(tmp_path, real_data)
     ingest(spark, config, [first])
@@ -82,7 +82,7 @@ def test_ingest_killed_after_its_bronze_commit_is_rolled_back(spark, tmp_path, r
     assert len(keys) == len(set(keys)) == rows_first + rows_second
 
 
-def test_ingest_killed_from_outside_while_publishing(spark, tmp_path, real_data):
+def test_kill_while_publishing(spark, tmp_path, real_data):
     config = make_config(tmp_path / "wh")
     first, second, rows_first, rows_second = _inputs(tmp_path, real_data)
     ingest(spark, config, [first])
@@ -111,7 +111,7 @@ def test_ingest_killed_from_outside_while_publishing(spark, tmp_path, real_data)
     assert audit.filter(F.col("source_file") == str(second.resolve())).count() == 1
 
 
-def test_ingest_killed_while_staging_changes_nothing(spark, tmp_path, real_data):
+def test_kill_while_staging(spark, tmp_path, real_data):
     config = make_config(tmp_path / "wh")
     first, second, _, _ = _inputs(tmp_path, real_data)
     ingest(spark, config, [first])
@@ -123,7 +123,7 @@ def test_ingest_killed_while_staging_changes_nothing(spark, tmp_path, real_data)
     assert _snapshot(spark, config) == before
 
 
-def test_two_ingests_started_together_both_land(spark, tmp_path, real_data):
+def test_two_concurrent_ingests(spark, tmp_path, real_data):
     config = make_config(tmp_path / "wh")
     first, second, rows_first, rows_second = _inputs(tmp_path, real_data)
     processes = [subprocess.Popen(pea_command(*_pea_args(config, "ingest", "--input", str(p))),
@@ -141,7 +141,7 @@ def test_two_ingests_started_together_both_land(spark, tmp_path, real_data):
     assert len({r["run_id"] for r in audit}) == 2
 
 
-def test_ingest_fails_with_a_conflict_when_the_lock_is_held(spark, tmp_path, real_data):
+def test_held_lock_conflict(spark, tmp_path, real_data):
     config = make_config(tmp_path / "wh", "ingest.lock_timeout_s=0")
     first, second, rows_first, _ = _inputs(tmp_path, real_data)
     ingest(spark, config, [first])

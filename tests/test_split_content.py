@@ -20,7 +20,7 @@ def _assignment(spark, config) -> list[tuple]:
     return sorted(tuple(r) for r in joined.select(content, "split", "fold").collect())
 
 
-def test_same_flows_in_another_folder_get_the_same_split(spark, tmp_path, real_data):
+def test_split_independent_of_folder(spark, tmp_path, real_data):
     results = []
     for folder in ("first place", "elsewhere/deeper"):
         for name in (ML_FILE, WEB_FILE):
