@@ -159,3 +159,20 @@ def test_held_lock_conflict(spark, tmp_path, real_data):
     assert _snapshot(spark, config) == before
     assert ingest(spark, config, [second])["files"] == 1
     assert len(_bronze_keys(spark, config)) > rows_first
+
+
+def test_clean_waits_for_ingest_lock(spark, tmp_path, real_data):
+    from pea_spark.clean import clean
+
+    config = make_config(tmp_path / "wh", "ingest.lock_timeout_s=0")
+    first, _, rows_first, _ = _inputs(tmp_path, real_data)
+    ingest(spark, config, [first])
+    holder = WarehouseLock(config, 0, "an ingest in progress")
+    assert holder.try_acquire()
+    try:
+        with pytest.raises(ConflictError, match="an ingest in progress by pid"):
+            clean(spark, config)
+    finally:
+        holder.release()
+    assert not table_exists(config, "silver")
+    assert clean(spark, config)["bronze"] == rows_first
