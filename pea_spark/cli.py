@@ -16,7 +16,8 @@ __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("pea_spark.cli")
 
-STAGES = ["ingest", "clean", "select", "split", "train", "evaluate", "score", "explain"]
+STAGES = ["ingest", "clean", "select", "split", "train", "evaluate", "crossval", "score",
+          "explain"]
 
 
 def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -55,19 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("select", "rank features by information gain, keep the top ones with low VIF")
     add("split", "stratified train/test split and k-fold assignment")
     add("train", "train the CNN-LSTM with Horovod and save a versioned model")
-    for name, text in [("evaluate", "score the test split and write the metrics table"),
+    for name, text in [("evaluate", "score the test split and validation fold with the model and "
+                                    "a Random Forest baseline; write the metrics tables"),
+                       ("crossval", "k-fold cross-validation of a model's recipe on the train "
+                                    "split, with and without SMOTE, into cv_metrics"),
+                       ("report", "write an HTML report with figures of a model's evaluation"),
                        ("score", "score flows into the predictions table"),
                        ("explain", "explain flows with LIME into the explanations table")]:
         sub = add(name, text)
         sub.add_argument("--model-version", type=int, metavar="N",
                          help="model version to use (default: the newest)")
-        if name != "evaluate":
+        if name not in ("evaluate", "crossval", "report"):
             sub.add_argument("--input", nargs="+", metavar="PATH",
                              help="CSV files or folders to read (default: the silver table); "
                                   "a label column is not needed")
     commands.choices["score"].add_argument(
         "--rescore", action="store_true",
         help="score every input again, also files this model already scored unchanged")
+    commands.choices["report"].add_argument(
+        "--output", metavar="DIR",
+        help="folder for report.html and its PNG figures (default: "
+             "WAREHOUSE/DATABASE/_reports/vN)")
     explain = commands.choices["explain"]
     explain.add_argument("--flows", choices=["attacks", "all", "sample"],
                          help="which flows to explain (default: attacks, the flows predicted "
@@ -110,6 +119,33 @@ def _format_metrics(result: dict[str, Any]) -> str:
     lines.append(f"    actual ATTACK    {result['false_negatives']:>16}  "
                  f"{result['true_positives']:>16}")
     lines.append(f"  F1 at threshold 0.50: {result['f1_at_0.5']:.4f}")
+    if result.get("classes"):
+        lines.append("  recall per class (label, rows, recall):")
+        for label, _, rows, _, recall in result["classes"]:
+            lines.append(f"    {label:<34} {rows:>8}  {recall:.4f}")
+    baseline = result.get("baseline")
+    if baseline:
+        lines.append(f"Random Forest baseline at threshold {baseline['threshold']:.2f}: "
+                     f"F1 {baseline['f1']:.4f}, ROC AUC {_number(baseline['roc_auc'])}, "
+                     f"accuracy {baseline['accuracy']:.4f}")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def _format_crossval(result: dict[str, Any]) -> str:
+    lines = [f"{result['folds']}-fold cross-validation of model v{result['model_version']} "
+             f"(run {result['run_id']}), at each fold's tuned threshold:",
+             f"  {'':<14} {'accuracy':>17} {'precision':>17} {'recall':>17} {'F1':>17} "
+             f"{'log loss':>17}"]
+    for arm, title in [("smote", "with SMOTE"), ("no_smote", "without SMOTE")]:
+        if arm not in result:
+            continue
+        cells = [f"{result[arm][f'{m}_mean']:.4f} ± {result[arm][f'{m}_std']:.4f}"
+                 for m in ["accuracy", "precision", "recall", "f1", "log_loss"]]
+        lines.append(f"  {title:<14} " + " ".join(f"{c:>17}" for c in cells))
     return "\n".join(lines)
 
 
@@ -132,6 +168,7 @@ def _dispatch(args: argparse.Namespace, config: PeaConfig) -> None:
 def _run_command(args: argparse.Namespace, config: PeaConfig, spark: Any) -> None:
     from pea_spark import pipeline
     from pea_spark.clean import clean
+    from pea_spark.crossval import crossval
     from pea_spark.evaluate import evaluate
     from pea_spark.explain import explain
     from pea_spark.ingest import ingest
@@ -149,6 +186,8 @@ def _run_command(args: argparse.Namespace, config: PeaConfig, spark: Any) -> Non
         "split": lambda: split(spark, config),
         "train": lambda: train(spark, config).path,
         "evaluate": lambda: evaluate(spark, config, version),
+        "crossval": lambda: crossval(spark, config, version),
+        "report": lambda: _report(spark, config, getattr(args, "output", None), version),
         "score": lambda: score(spark, config, inputs, version,
                                rescore=getattr(args, "rescore", False)),
         "explain": lambda: explain(spark, config, inputs, version),
@@ -166,14 +205,27 @@ def _run_command(args: argparse.Namespace, config: PeaConfig, spark: Any) -> Non
     result = actions[args.command]()
     if args.command == "evaluate":
         print(_format_metrics(result))
+    elif args.command == "crossval":
+        print(_format_crossval(result))
+    elif args.command == "report":
+        print(f"Report of model v{result['model_version']}: {result['html']} "
+              f"({len(result['figures'])} figures beside it)")
     elif args.command == "run":
         print(_format_metrics(result["evaluate"]))
+        if result.get("crossval"):
+            print(_format_crossval(result["crossval"]))
         print(f"Predictions: {result['score']['flows']} flows scored, "
               f"{result['score']['attacks']} predicted attacks; explanations: "
               f"{result['explain']['flows']} flows. Query them with "
               f"pea sql \"SELECT * FROM {config.database}.predictions\"")
     else:
         print(result)
+
+
+def _report(spark: Any, config: PeaConfig, output: str | None, version: int | None) -> dict:
+    from pea_spark.report import write_report
+
+    return write_report(spark, config, output, version)
 
 
 def main(argv: list[str] | None = None) -> int:

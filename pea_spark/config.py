@@ -81,6 +81,19 @@ class ExplainSettings:
 
 
 @dataclass
+class EvaluateSettings:
+    baseline: bool = True
+    baseline_trees: int = 100
+    baseline_max_depth: int = 15
+
+
+@dataclass
+class CrossvalSettings:
+    enabled: bool = True
+    ablation: bool = True
+
+
+@dataclass
 class PeaConfig:
     """All settings of a pea-spark run; see ``conf/local.yaml`` for their meaning."""
 
@@ -94,6 +107,8 @@ class PeaConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     score: ScoreSettings = field(default_factory=ScoreSettings)
     explain: ExplainSettings = field(default_factory=ExplainSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    crossval: CrossvalSettings = field(default_factory=CrossvalSettings)
 
     @property
     def warehouse_path(self) -> Path:
@@ -136,6 +151,12 @@ class PeaConfig:
             ("explain.engine", self.explain.engine in ("batch", "lime"), "one of batch, lime"),
             ("explain.perturbation_sets", self.explain.perturbation_sets >= 1,
              "an integer >= 1"),
+            ("evaluate.baseline_trees", self.evaluate.baseline_trees >= 1, "an integer >= 1"),
+            ("evaluate.baseline_max_depth", 1 <= self.evaluate.baseline_max_depth <= 30,
+             "an integer from 1 to 30 (Spark ML's limit)"),
+            ("split.folds", not self.crossval.enabled or self.split.folds >= 3,
+             "an integer >= 3 when crossval.enabled is true (each fold trains on the folds "
+             "that are neither evaluated nor used for early stopping)"),
         ]
         for key, ok, expected in checks:
             if not ok:

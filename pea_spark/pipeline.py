@@ -1,4 +1,5 @@
-"""Run every stage in order: ingest, clean, select, split, train, evaluate, score, explain."""
+"""Run every stage in order: ingest, clean, select, split, train, evaluate, crossval (when
+enabled), score, explain."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pyspark.sql import SparkSession
 
 from pea_spark.clean import clean
 from pea_spark.config import PeaConfig
+from pea_spark.crossval import crossval
 from pea_spark.evaluate import evaluate
 from pea_spark.example import write_example_archive
 from pea_spark.explain import explain
@@ -57,6 +59,7 @@ def run_pipeline(spark: SparkSession, config: PeaConfig,
         ("split", lambda: split(spark, config)),
         ("train", lambda: train(spark, config).version),
         ("evaluate", lambda: evaluate(spark, config)),
+        ("crossval", lambda: crossval(spark, config) if config.crossval.enabled else None),
         ("score", lambda: score(spark, config, sources)),
         ("explain", lambda: explain(spark, config, sources)),
     ]

@@ -105,7 +105,9 @@ def test_evaluate_matches_scikit_learn(spark, pipeline):
                                                        "flow_key").toPandas()
     y, p = scored["is_attack"].to_numpy(), scored["attack_probability"].to_numpy()
     predicted = (p >= artifact.threshold).astype(int)
-    metrics = read_table(spark, config, "metrics")
+    metrics = read_table(spark, config, "metrics").filter(
+        (F.col("run_id") == summary["evaluate"]["run_id"]) & (F.col("model") == "cnn_lstm")
+        & (F.col("split") == "test"))
     assert {r[0] for r in metrics.select("threshold").distinct().collect()} == {
         0.5, artifact.threshold}
     stored = {r["metric"]: r["value"] for r in
