@@ -5,8 +5,7 @@ on (input files, silver and class counts, SMOTE) and the feature ranking. Then
 come test and validation metrics with their curves, cross-validation and the
 SMOTE ablation, the Random Forest baseline, per-class recall, and LIME
 explanations. Every number comes from the warehouse tables and the model
-artifact. A section whose
-table is missing says which command writes it.
+artifact. A section whose table is missing says which command writes it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ Tests that read the real flow records fail, and never skip, when the folder
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from itertools import count
@@ -130,6 +132,47 @@ def trained_subset(spark, real_subset: Path, tmp_path_factory: pytest.TempPathFa
         "split": split(spark, config),
         "train": train(spark, config),
     }
+    return config, summary
+
+
+# Tables that training leaves, copied to start another database from the trained subset.
+TRAINED_TABLES = ["ingest_audit", "silver", "feature_ranking", "splits", "models", "_models"]
+# Cross-validation models train this many epochs in the tests: enough to check the tables.
+CV_EPOCHS = 2
+
+
+def copy_trained_tables(source: PeaConfig, target: PeaConfig) -> None:
+    """Copy the trained subset's tables into another warehouse database.
+
+    Delta paths are relative, so a copied table folder is a complete table.
+    """
+    from pea_spark.session import table_path
+
+    for name in TRAINED_TABLES:
+        shutil.copytree(table_path(source, name), table_path(target, name))
+
+
+@pytest.fixture(scope="session")
+def evaluated_subset(spark, trained_subset, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of ``trained_subset`` evaluated (with the Random Forest baseline),
+    cross-validated with and without SMOTE for ``CV_EPOCHS`` epochs, scored and explained.
+
+    Returns the config and the evaluate and crossval summaries.
+    """
+    from pea_spark.crossval import crossval
+    from pea_spark.evaluate import evaluate
+    from pea_spark.explain import explain
+    from pea_spark.score import score
+
+    source, _ = trained_subset
+    config = make_config(tmp_path_factory.mktemp("wh_evaluated"), "evaluate.baseline=true",
+                         "crossval.ablation=true")
+    copy_trained_tables(source, config)
+    summary = {"evaluate": evaluate(spark, config)}
+    short = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=CV_EPOCHS))
+    summary["crossval"] = crossval(spark, short)
+    score(spark, config)
+    explain(spark, config)
     return config, summary
 
 

@@ -6,28 +6,22 @@ the predictions the same run stored, so a wrong formula or a mixed-up row fails.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 from sklearn import metrics as skm
 
-from pea_spark.crossval import SUMMARY_METRICS, crossval
-from pea_spark.evaluate import CNN_LSTM, METRIC_ORDER, RANDOM_FOREST, evaluate
+from pea_spark.crossval import SUMMARY_METRICS
+from pea_spark.evaluate import CNN_LSTM, METRIC_ORDER, RANDOM_FOREST
 from pea_spark.session import read_table
-from pea_spark.train import best_f1_threshold
-
-CV_EPOCHS = 2
+from pea_spark.train import best_f1_threshold, latest_artifact
+from tests.conftest import CV_EPOCHS
 
 
 @pytest.fixture(scope="module")
-def evaluated(spark, trained_subset):
-    config, trained = trained_subset
-    summary = evaluate(spark, config)
-    short = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=CV_EPOCHS))
-    folds = crossval(spark, short)
-    return config, trained["train"], summary, folds
+def evaluated(spark, evaluated_subset):
+    config, summary = evaluated_subset
+    return config, latest_artifact(spark, config), summary["evaluate"], summary["crossval"]
 
 
 def _run_rows(spark, config, table, run_id):

@@ -11,12 +11,10 @@ by the real stages before its report is written.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import json
 import math
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -28,27 +26,15 @@ from pea_spark._report_figures import confusion_matrix_figure, pr_figure, roc_fi
 from pea_spark.report import REPORT_FILE, baseline_verdict, write_report
 from pea_spark.session import read_table, table_path
 from pea_spark.train import latest_artifact
-from tests.conftest import make_config
+from tests.conftest import CV_EPOCHS, copy_trained_tables, make_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Tables that training leaves and the report reads. Evaluation tables are left out.
-TRAINED_TABLES = ["ingest_audit", "silver", "feature_ranking", "splits", "models", "_models"]
 SECTIONS = ["Summary", "Data and model", "Feature ranking", "Test split",
             "Cross-validation and SMOTE ablation", "Random Forest baseline", "Recall per class",
             "LIME explanations"]
 LIME_FLOWS = 4
-CV_EPOCHS = 2
-
-
-def copy_trained_tables(source, target) -> None:
-    """Copy the trained subset's tables into another warehouse database.
-
-    Delta paths are relative, so a copied table folder is a complete table.
-    """
-    for name in TRAINED_TABLES:
-        shutil.copytree(table_path(source, name), table_path(target, name))
 
 
 def page_text(document: str) -> str:
@@ -117,22 +103,9 @@ def bare(spark, trained_subset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def full(spark, trained_subset, tmp_path_factory):
-    """Report of a copy of the trained subset after evaluate, crossval, score and explain."""
-    from pea_spark.crossval import crossval
-    from pea_spark.evaluate import evaluate
-    from pea_spark.explain import explain
-    from pea_spark.score import score
-
-    source, _ = trained_subset
-    config = make_config(tmp_path_factory.mktemp("wh_report_full"), "evaluate.baseline=true",
-                         "crossval.ablation=true")
-    copy_trained_tables(source, config)
-    evaluate(spark, config)
-    crossval(spark, dataclasses.replace(
-        config, train=dataclasses.replace(config.train, epochs=CV_EPOCHS)))
-    score(spark, config)
-    explain(spark, config)
+def full(spark, evaluated_subset):
+    """Report of the trained subset's copy after evaluate, crossval, score and explain."""
+    config, _ = evaluated_subset
     folder = table_path(config, "_reports") / "v1"
     folder.mkdir(parents=True)
     # A chart left by an earlier report with more flows, and a file the report does not own.
