@@ -120,12 +120,13 @@ def crossval(spark: SparkSession, config: PeaConfig, version: int | None = None)
                                          part[features].to_numpy(np.float64),
                                          config.score.batch_size)
 
-        held = frame[frame["fold"] == fold]
-        check = frame[frame["fold"] == early]
+        held_out = frame[frame["fold"] == fold]
+        early_rows = frame[frame["fold"] == early]
         threshold = config.train.threshold
-        if config.train.tune_threshold and check["is_attack"].nunique() == 2:
-            threshold, _ = best_f1_threshold(check["is_attack"].to_numpy(), probabilities(check))
-        y, p = held["is_attack"].to_numpy(), probabilities(held)
+        if config.train.tune_threshold and early_rows["is_attack"].nunique() == 2:
+            threshold, _ = best_f1_threshold(early_rows["is_attack"].to_numpy(),
+                                             probabilities(early_rows))
+        y, p = held_out["is_attack"].to_numpy(), probabilities(held_out)
         epochs = len(ranks[0]["history"]["loss"])
         by_threshold = {t: binary_metrics(y, p, t) for t in sorted({0.5, threshold})}
         for t, values in by_threshold.items():

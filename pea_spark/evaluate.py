@@ -112,8 +112,8 @@ def class_recall(labels: np.ndarray, is_attack: np.ndarray, probability: np.ndar
 
 
 def evaluation_flows(spark: SparkSession, config: PeaConfig) -> DataFrame:
-    """The test split and the validation fold: silver's training rows with a ``split`` column
-    (``test`` or ``validation``)."""
+    """Select silver's training rows in the test split or the validation fold, with a
+    ``split`` column (``test`` or ``validation``)."""
     splits = read_table(spark, config, "splits")
     chosen = splits.filter((F.col("split") == "test")
                            | (F.col("fold") == config.split.validation_fold))
