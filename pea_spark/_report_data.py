@@ -2,8 +2,8 @@
 
 Each reader returns None when its table is missing or contains no rows for the
 model version, so that the report can say which stage to run instead.
-Evaluation tables are appended to by every run, so the readers keep the newest
-run (by ``evaluated_at``) of each model, split or SMOTE setting.
+Evaluation tables are appended to by every run, so the readers keep the rows
+of the newest run (by ``evaluated_at``) of each table.
 """
 
 from __future__ import annotations
@@ -55,13 +55,16 @@ def _with_model(frame: DataFrame) -> DataFrame:
     return frame.withColumn("model", F.coalesce(F.col("model"), F.lit(CNN_LSTM)))
 
 
-def _newest_runs(frame: DataFrame, keys: list[str]) -> DataFrame:
-    """Keep the rows of the newest run (latest ``evaluated_at``) of each group of ``keys``."""
-    runs = frame.groupBy(*keys, "run_id").agg(F.max("evaluated_at").alias("_finished"))
-    order = Window.partitionBy(*keys).orderBy(F.desc("_finished"), F.desc("run_id"))
-    newest = (runs.withColumn("_position", F.row_number().over(order))
-              .filter(F.col("_position") == 1).select(*keys, "run_id"))
-    return frame.join(newest, [*keys, "run_id"])
+def _newest_run(frame: DataFrame) -> DataFrame:
+    """Keep the rows of the newest run (latest ``evaluated_at``).
+
+    One run for every section keeps numbers shown side by side comparable: a
+    later run without the baseline or the ablation shows those as missing
+    instead of pairing them with an older run's rows.
+    """
+    runs = frame.groupBy("run_id").agg(F.max("evaluated_at").alias("_finished"))
+    newest = runs.orderBy(F.desc("_finished"), F.desc("run_id")).limit(1).select("run_id")
+    return frame.join(newest, "run_id")
 
 
 def _collect(frame: DataFrame | None) -> pd.DataFrame | None:
@@ -72,7 +75,7 @@ def _collect(frame: DataFrame | None) -> pd.DataFrame | None:
 
 
 def metric_rows(spark: SparkSession, config: PeaConfig, version: int) -> pd.DataFrame | None:
-    """Rows of ``metrics`` from the newest run per model and split.
+    """Rows of ``metrics`` from the newest evaluate run.
 
     Columns: ``model``, ``split``, ``threshold``, ``metric``, ``value``,
     ``run_id`` and ``evaluated_at``.
@@ -80,14 +83,14 @@ def metric_rows(spark: SparkSession, config: PeaConfig, version: int) -> pd.Data
     frame = _optional_table(spark, config, "metrics", version)
     if frame is None:
         return None
-    frame = _newest_runs(_with_model(frame), ["model", "split"])
+    frame = _newest_run(_with_model(frame))
     return _collect(frame.select("model", "split", "threshold", "metric", "value", "run_id",
                                  "evaluated_at"))
 
 
 def evaluation_scores(spark: SparkSession, config: PeaConfig,
                       version: int) -> pd.DataFrame | None:
-    """Label and attack probability of every evaluated flow, newest run per model and split.
+    """Label and attack probability of every flow of the newest evaluate run.
 
     Columns: ``model``, ``split``, ``label``, ``is_attack`` and ``probability``.
 
@@ -99,26 +102,26 @@ def evaluation_scores(spark: SparkSession, config: PeaConfig,
     frame = _optional_table(spark, config, "evaluation_predictions", version)
     if frame is None:
         return None
-    frame = _newest_runs(_with_model(frame), ["model", "split"])
+    frame = _newest_run(_with_model(frame))
     return _collect(frame.select("model", "split", "label", "is_attack", "probability"))
 
 
 def class_rows(spark: SparkSession, config: PeaConfig, version: int) -> pd.DataFrame | None:
-    """Rows of ``class_metrics`` from the newest run per model."""
+    """Rows of ``class_metrics`` from the newest evaluate run."""
     frame = _optional_table(spark, config, "class_metrics", version)
     if frame is None:
         return None
-    frame = _newest_runs(_with_model(frame), ["model"])
+    frame = _newest_run(_with_model(frame))
     return _collect(frame.select("model", "threshold", "label", "is_attack", "rows", "correct",
                                  "recall"))
 
 
 def cv_rows(spark: SparkSession, config: PeaConfig, version: int) -> pd.DataFrame | None:
-    """Rows of ``cv_metrics`` from the newest run with and without SMOTE."""
+    """Rows of ``cv_metrics`` from the newest crossval run."""
     frame = _optional_table(spark, config, "cv_metrics", version)
     if frame is None:
         return None
-    frame = _newest_runs(frame, ["smote"])
+    frame = _newest_run(frame)
     return _collect(frame.select("smote", "fold", "epochs", "threshold", "metric", "value",
                                  "run_id"))
 

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def random_forest_predictions(spark: SparkSession, config: PeaConfig, features: list[str],
-                              flows: DataFrame) -> pd.DataFrame:
+                              flows: DataFrame, validation_fold: int) -> pd.DataFrame:
     """Train the forest on the training folds and return its attack probability for ``flows``.
 
     Parameters
@@ -36,6 +36,8 @@ def random_forest_predictions(spark: SparkSession, config: PeaConfig, features: 
     flows : DataFrame
         Rows to predict, with ``flow_key``, ``features``, ``split``, ``label``
         and ``is_attack``.
+    validation_fold : int
+        The fold the CNN-LSTM validated on, left out of the forest's training rows too.
 
     Returns
     -------
@@ -44,7 +46,7 @@ def random_forest_predictions(spark: SparkSession, config: PeaConfig, features: 
     """
     start = time.monotonic()
     rows = training_rows(spark, config, features)
-    fit_rows = rows.filter(F.col("fold") != config.split.validation_fold)
+    fit_rows = rows.filter(F.col("fold") != validation_fold)
     assembler = VectorAssembler(inputCols=list(features), outputCol="_features")
     forest = RandomForestClassifier(
         featuresCol="_features", labelCol="is_attack", probabilityCol="_probability",

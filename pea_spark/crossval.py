@@ -31,6 +31,7 @@ from pea_spark.artifact import build_model, predict_probabilities
 from pea_spark.config import PeaConfig
 from pea_spark.evaluate import METRIC_ORDER, binary_metrics
 from pea_spark.session import write_table
+from pea_spark.split import check_splits_unchanged, stored_folds
 from pea_spark.train import (
     balance_with_smote,
     best_f1_threshold,
@@ -82,8 +83,14 @@ def crossval(spark: SparkSession, config: PeaConfig, version: int | None = None)
     # 130 bytes a row; tens of millions of training rows need a Spark-side scorer here.
     start = time.monotonic()
     artifact = latest_artifact(spark, config, version)
+    check_splits_unchanged(spark, config, artifact.training)
     features = artifact.features
-    folds = config.split.folds
+    folds = stored_folds(spark, config)
+    if folds < 3:
+        raise ValueError(f"cross-validation needs at least 3 folds, and {config.database}.splits "
+                         f"has {folds}: each fold trains on the folds that are neither held out "
+                         "nor used for early stopping. Run `pea --set split.folds=5 split` and "
+                         "train again")
     arms = [True, False] if config.crossval.ablation else [True]
     rows = training_rows(spark, config, features).cache()
 

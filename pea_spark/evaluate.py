@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pea_spark.config import PeaConfig
 from pea_spark.score import score_flows
 from pea_spark.session import read_table, write_table
-from pea_spark.split import labelled_flows
+from pea_spark.split import check_splits_unchanged, labelled_flows
 from pea_spark.train import best_f1_threshold, latest_artifact
 
 __all__ = ["binary_metrics", "class_recall", "evaluate", "METRIC_ORDER", "CNN_LSTM",
@@ -111,12 +111,11 @@ def class_recall(labels: np.ndarray, is_attack: np.ndarray, probability: np.ndar
     return rows
 
 
-def evaluation_flows(spark: SparkSession, config: PeaConfig) -> DataFrame:
+def evaluation_flows(spark: SparkSession, config: PeaConfig, validation_fold: int) -> DataFrame:
     """Select silver's training rows in the test split or the validation fold, with a
     ``split`` column (``test`` or ``validation``)."""
     splits = read_table(spark, config, "splits")
-    chosen = splits.filter((F.col("split") == "test")
-                           | (F.col("fold") == config.split.validation_fold))
+    chosen = splits.filter((F.col("split") == "test") | (F.col("fold") == validation_fold))
     named = chosen.select(
         "flow_key",
         F.when(F.col("split") == "test", F.lit("test")).otherwise(F.lit("validation"))
@@ -178,7 +177,10 @@ def evaluate(spark: SparkSession, config: PeaConfig, version: int | None = None)
     """
     start = time.monotonic()
     artifact = latest_artifact(spark, config, version)
-    flows = evaluation_flows(spark, config).cache()
+    check_splits_unchanged(spark, config, artifact.training)
+    # Models trained before the fold was recorded used the configured one.
+    validation_fold = artifact.training.get("validation_fold", config.split.validation_fold)
+    flows = evaluation_flows(spark, config, validation_fold).cache()
     predictions = {CNN_LSTM: (_cnn_lstm_predictions(flows, artifact, config),
                               artifact.threshold)}
     if not (predictions[CNN_LSTM][0]["split"] == "test").any():
@@ -188,7 +190,8 @@ def evaluate(spark: SparkSession, config: PeaConfig, version: int | None = None)
     if config.evaluate.baseline:
         from pea_spark.baseline import random_forest_predictions
 
-        forest = random_forest_predictions(spark, config, artifact.features, flows)
+        forest = random_forest_predictions(spark, config, artifact.features, flows,
+                                            validation_fold)
         predictions[RANDOM_FOREST] = (forest, _validation_threshold(
             forest, config.train.tune_threshold, 0.5))
     flows.unpersist()

@@ -81,6 +81,9 @@ def write_report(spark: SparkSession, config: PeaConfig, output: str | Path | No
     artifact = _load_model(spark, config, version)
     folder = (Path(output) if output is not None
               else table_path(config, "_reports") / f"v{artifact.version}")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"report output {folder} is a file, not a folder: pass --output with "
+                         "a new or existing folder")
     made_at = datetime.now(UTC)
     page = Page(
         title=f"pea-spark model report: CNN-LSTM v{artifact.version}",
@@ -206,9 +209,10 @@ def _data_section(page: Page, spark: SparkSession, config: PeaConfig, artifact: 
     _model_table(section, spark, config, artifact, made_at)
     history = artifact.training.get("history")
     if history and history.get("loss"):
+        fold = artifact.training.get("validation_fold", config.split.validation_fold)
         section.figures((figures.history_figure(history), "training_history.png",
-                         "Training and validation loss per epoch (validation: fold "
-                         f"{config.split.validation_fold} of the training split)."))
+                         f"Training and validation loss per epoch (validation: fold {fold} "
+                         "of the training split)."))
     section.subheading("Package versions")
     section.table(["package", "version"], sorted(artifact.packages.items()),
                   "Versions recorded in the model artifact at training time")

@@ -29,7 +29,8 @@ from pea_spark.config import PeaConfig
 from pea_spark.schema import FEATURES, LABEL
 from pea_spark.session import read_table, write_table
 
-__all__ = ["assign_splits", "labelled_flows", "split", "SPLIT_COLUMNS"]
+__all__ = ["assign_splits", "labelled_flows", "split", "splits_fingerprint", "stored_folds",
+           "check_splits_unchanged", "SPLIT_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,3 +142,50 @@ def split(spark: SparkSession, config: PeaConfig) -> dict[str, int]:
                 time.monotonic() - start,
                 ", ".join(f"{label} {kind}={n}" for (label, kind), n in sorted(per_class.items())))
     return counts
+
+
+def splits_fingerprint(spark: SparkSession, config: PeaConfig) -> str:
+    """Fingerprint of the ``splits`` table's content: its row count and an order-free hash sum.
+
+    Re-running ``pea split`` with the same rows and settings gives the same
+    fingerprint, so only a changed assignment is told apart.
+    """
+    row_hash = F.xxhash64("flow_key", "split", F.coalesce(F.col("fold"), F.lit(-1)))
+    total = read_table(spark, config, "splits").agg(
+        F.count("*").alias("rows"), F.sum(row_hash.cast("decimal(38,0)")).alias("hash")).first()
+    return f"{total['rows']}:{total['hash'] or 0}"
+
+
+def check_splits_unchanged(spark: SparkSession, config: PeaConfig, training: dict) -> None:
+    """Raise ValueError when ``splits`` changed since a model was trained.
+
+    ``training`` is the model artifact's training record. Models trained before
+    the fingerprint was recorded are not checked.
+    """
+    expected = training.get("splits_fingerprint")
+    if expected is not None and splits_fingerprint(spark, config) != expected:
+        raise ValueError(
+            f"table {config.database}.splits changed after this model was trained, so its "
+            "training rows could be scored as test rows: train a new model with `pea train`, "
+            "or run `pea split` again with the settings the model was trained with")
+
+
+def stored_folds(spark: SparkSession, config: PeaConfig) -> int:
+    """Number of folds the ``splits`` table assigns to the train split.
+
+    Raises
+    ------
+    ValueError
+        When the folds are not 0 to k - 1 or k differs from ``split.folds``.
+    """
+    folds = sorted(r["fold"] for r in read_table(spark, config, "splits")
+                   .filter(F.col("split") == "train").select("fold").distinct().collect())
+    if folds != list(range(len(folds))):
+        raise ValueError(f"table {config.database}.splits has train folds {folds}, expected "
+                         f"0 to {len(folds) - 1}: run `pea split` again")
+    if len(folds) != config.split.folds:
+        raise ValueError(
+            f"split.folds is {config.split.folds} but table {config.database}.splits has "
+            f"{len(folds)} folds: run `pea --set split.folds={config.split.folds} split` and "
+            f"train again, or use --set split.folds={len(folds)}")
+    return len(folds)

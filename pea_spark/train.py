@@ -38,7 +38,7 @@ from pea_spark.config import PeaConfig
 from pea_spark.schema import DISPLAY_NAMES
 from pea_spark.selection import bin_index, quantile_edges, selected_features
 from pea_spark.session import read_table, table_exists, table_path, write_table
-from pea_spark.split import labelled_flows
+from pea_spark.split import labelled_flows, splits_fingerprint
 
 __all__ = ["train", "fit_transform", "lime_training_stats", "balance_with_smote", "run_horovod",
            "run_horovod_jobs", "best_f1_threshold"]
@@ -292,6 +292,39 @@ def _train_on_rank(pairs, settings: dict[str, Any]) -> dict[str, Any]:
     return {"rank": hvd.rank(), "size": hvd.size(), "pid": os.getpid(), "models": models}
 
 
+def _petastorm_cache(config: PeaConfig) -> Path:
+    """Create this process's Petastorm cache folder and remove those of dead processes.
+
+    Converters delete their files when training ends, but a killed process
+    leaves them behind. Each process caches under ``<host>-<pid>``, so a folder
+    of this host whose process no longer runs is stale.
+    """
+    import shutil
+    import socket
+
+    root = config.warehouse_path / config.database / "_petastorm"
+    host = socket.gethostname()
+    if root.is_dir():
+        for folder in root.glob(f"{host}-*"):
+            pid = folder.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
+                logger.info("train: removing the Petastorm cache %s of a stopped process", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+    cache = root / f"{host}-{os.getpid()}"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_horovod_jobs(spark: SparkSession, config: PeaConfig,
                      pairs: list[tuple[DataFrame, DataFrame]],
                      steps: int) -> list[list[dict[str, Any]]]:
@@ -310,8 +343,7 @@ def run_horovod_jobs(spark: SparkSession, config: PeaConfig,
     import horovod.spark
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
-    cache = config.warehouse_path / config.database / "_petastorm"
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = _petastorm_cache(config)
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache.as_uri())
     # Petastorm shards by Parquet row group: at least one file per rank keeps every shard fed.
     shards = max(2, config.train.num_proc * 2)
@@ -412,6 +444,8 @@ def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
                   "best_val_loss": float(min(history["val_loss"])), "seed": config.seed,
                   "num_proc": len(results), "history": history,
                   "smote_k": config.train.smote_k,
+                  "validation_fold": fold,
+                  "splits_fingerprint": splits_fingerprint(spark, config),
                   "attack_classes_below_smote_k": small_classes,
                   "class_counts_before_smote": {"benign": int(before.get(0, 0)),
                                                 "attack": int(before.get(1, 0))},
@@ -500,4 +534,8 @@ def latest_artifact(spark: SparkSession, config: PeaConfig,
         version = models.agg(F.max("model_version")).first()[0]
     if version is None:
         raise FileNotFoundError(f"table {config.database}.models is empty: run `pea train` first")
+    versions = sorted(r[0] for r in models.select("model_version").distinct().collect())
+    if int(version) not in versions:
+        raise ValueError(f"model version {version} not found in {config.database}.models: "
+                         f"the versions there are {', '.join(map(str, versions))}")
     return load_artifact(Path(table_path(config, "_models")) / f"v{int(version)}")

@@ -6,16 +6,20 @@ the predictions the same run stored, so a wrong formula or a mixed-up row fails.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 from sklearn import metrics as skm
 
-from pea_spark.crossval import SUMMARY_METRICS
-from pea_spark.evaluate import CNN_LSTM, METRIC_ORDER, RANDOM_FOREST
+from pea_spark import split as split_stage
+from pea_spark.crossval import SUMMARY_METRICS, crossval
+from pea_spark.evaluate import CNN_LSTM, METRIC_ORDER, RANDOM_FOREST, evaluate
 from pea_spark.session import read_table
+from pea_spark.split import check_splits_unchanged
 from pea_spark.train import best_f1_threshold, latest_artifact
-from tests.conftest import CV_EPOCHS
+from tests.conftest import CV_EPOCHS, SEED, copy_trained_tables, make_config
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +158,30 @@ def test_crossval_summary_matches_table(spark, evaluated):
                 values.append(row["value"].iloc[0])
             assert folds[arm][f"{name}_mean"] == pytest.approx(np.mean(values)), (arm, name)
             assert folds[arm][f"{name}_std"] == pytest.approx(np.std(values, ddof=1)), (arm, name)
+
+
+def test_crossval_rejects_fold_mismatch(spark, evaluated):
+    config, _, _, _ = evaluated
+    for folds in (3, 7):
+        other = dataclasses.replace(config, split=dataclasses.replace(config.split, folds=folds))
+        with pytest.raises(ValueError, match=rf"split.folds is {folds} but table .* has 5 folds"):
+            crossval(spark, other)
+
+
+def test_unknown_model_version_lists_versions(spark, evaluated):
+    config, _, _, _ = evaluated
+    with pytest.raises(ValueError, match=r"version 99 not found .*: the versions there are 1$"):
+        evaluate(spark, config, version=99)
+
+
+def test_changed_splits_stop_evaluation(spark, trained_subset, tmp_path_factory):
+    source, _ = trained_subset
+    config = make_config(tmp_path_factory.mktemp("wh_resplit"))
+    copy_trained_tables(source, config)
+    # The same split again keeps the content, so evaluation may go on.
+    split_stage.split(spark, config)
+    assert check_splits_unchanged(spark, config, latest_artifact(spark, config).training) is None
+    split_stage.split(spark, dataclasses.replace(config, seed=SEED + 1))
+    for stage in (evaluate, crossval):
+        with pytest.raises(ValueError, match=r"splits changed after this model was trained"):
+            stage(spark, config)

@@ -68,3 +68,25 @@ def test_horovod_weights_moved_from_initial(rank_results):
     changed = [not np.array_equal(a, b) for a, b in zip(initial, results[0]["weights"],
                                                          strict=True)]
     assert all(changed)
+
+
+def test_petastorm_cache_removes_dead_processes(tmp_path):
+    import socket
+
+    from pea_spark.train import _petastorm_cache
+
+    config = make_config(tmp_path)
+    root = tmp_path / config.database / "_petastorm"
+    host = socket.gethostname()
+    # PID 2**22 + 1 is above Linux's maximum PID, so no process has it.
+    stale = root / f"{host}-{2**22 + 1}"
+    alive = root / f"{host}-{os.getppid()}"
+    other_host = root / f"another-host-{2**22 + 1}"
+    for folder in (stale, alive, other_host):
+        (folder / "part").mkdir(parents=True)
+    cache = _petastorm_cache(config)
+    assert cache == root / f"{host}-{os.getpid()}"
+    assert cache.is_dir()
+    assert not stale.exists()
+    assert alive.is_dir()
+    assert other_host.is_dir()

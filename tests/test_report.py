@@ -15,6 +15,7 @@ import html
 import json
 import math
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from pea_spark._report_figures import confusion_matrix_figure, pr_figure, roc_fi
 from pea_spark.report import REPORT_FILE, baseline_verdict, write_report
 from pea_spark.session import read_table, table_path
 from pea_spark.train import latest_artifact
-from tests.conftest import CV_EPOCHS, copy_trained_tables, make_config
+from tests.conftest import CV_EPOCHS, TRAINED_TABLES, copy_trained_tables, make_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -478,3 +479,26 @@ def test_report_renders_in_chromium(full, tmp_path):
     screenshot.write_bytes(base64.b64decode(shot["data"]))
     assert screenshot.read_bytes().startswith(PNG_SIGNATURE)
     assert size[1] > 5000  # every section is laid out, not collapsed
+
+
+def test_report_output_file_rejected(spark, full, tmp_path):
+    config, _, _ = full
+    target = tmp_path / "report.html"
+    target.write_text("old")
+    with pytest.raises(ValueError, match=r"is a file, not a folder"):
+        write_report(spark, config, output=target)
+    assert target.read_text() == "old"
+
+
+def test_report_uses_newest_evaluate_run(spark, evaluated_subset, tmp_path_factory):
+    from pea_spark.evaluate import evaluate
+
+    source, _ = evaluated_subset
+    config = make_config(tmp_path_factory.mktemp("wh_report_rerun"), "evaluate.baseline=false")
+    for name in [*TRAINED_TABLES, "metrics", "evaluation_predictions", "class_metrics"]:
+        shutil.copytree(table_path(source, name), table_path(config, name))
+    evaluate(spark, config)
+    result = write_report(spark, config, output=tmp_path_factory.mktemp("report_rerun"))
+    text = page_text(result["html"].read_text(encoding="utf-8"))
+    # The newer run has no baseline, so the older run's forest must not be shown.
+    assert "The Random Forest baseline has not been evaluated for this model" in text
