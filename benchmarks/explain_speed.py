@@ -128,7 +128,8 @@ def train_small_model(spark, config: PeaConfig, data: Path, folder: Path) -> Non
     select(spark, config)
     split(spark, config)
     train(spark, config)
-    logger.info("trained a 3-epoch model in %.0f s", time.monotonic() - started)
+    logger.info("trained a %d-epoch model in %.0f s", config.train.epochs,
+                time.monotonic() - started)
 
 
 def load_model_and_flows(args: argparse.Namespace, folder: Path) -> SimpleNamespace:

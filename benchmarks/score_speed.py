@@ -58,17 +58,12 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# The real files and the quick model's stride sample are those of the explain benchmark.
+from explain_speed import DATA, REAL_FILES, train_small_model  # noqa: E402
+
 from pea_spark.artifact import ModelArtifact, load_artifact, set_tensorflow_threads  # noqa: E402
 from pea_spark.config import PeaConfig, load_config  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "cicids2017"
-REAL_FILES = [
-    "MachineLearningCVE/Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
-    "web_attacks/web_attacks_balanced.csv",
-    "grouped_sample/CICIDS2017_sample.csv",
-]
-# Every TRAIN_STRIDE-th data line of each real file trains the quick model.
-TRAIN_STRIDE = 12
 # Rows per core in the warm-up DataFrame.
 WARM_UP_ROWS = 256
 
@@ -112,26 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train_quick_model(spark, config: PeaConfig, data: Path, folder: Path) -> ModelArtifact:
-    """Train a model on every TRAIN_STRIDE-th line of the real files and return its artifact."""
-    from pea_spark.clean import clean
-    from pea_spark.ingest import ingest
-    from pea_spark.selection import select
-    from pea_spark.split import split
-    from pea_spark.train import latest_artifact, train
+    """Train a model on a stride sample of the real files and return its artifact."""
+    from pea_spark.train import latest_artifact
 
-    for name in REAL_FILES:
-        lines = (data / name).read_bytes().splitlines(keepends=True)
-        target = folder / "train_rows" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(lines[0] + b"".join(lines[TRAIN_STRIDE::TRAIN_STRIDE]))
-    started = time.monotonic()
-    for stage in (ingest, clean, select, split, train):
-        if stage is ingest:
-            ingest(spark, config, [folder / "train_rows"])
-        else:
-            stage(spark, config)
-    logger.info("trained a %d-epoch model in %.0f s", config.train.epochs,
-                time.monotonic() - started)
+    train_small_model(spark, config, data, folder)
     return latest_artifact(spark, config)
 
 

@@ -1,7 +1,7 @@
 """Read what the model report shows from the warehouse tables, as small pandas frames.
 
 Each reader returns None when its table is missing or contains no rows for the
-model version, so that the report can say which stage to run instead.
+model version, so that the report can name the stage to run instead.
 Evaluation tables are appended to by every run, so the readers keep the rows
 of the newest run (by ``evaluated_at``) of each table.
 """
@@ -74,18 +74,24 @@ def _collect(frame: DataFrame | None) -> pd.DataFrame | None:
     return None if result.empty else result
 
 
+def _newest_rows(spark: SparkSession, config: PeaConfig, name: str, version: int,
+                 columns: list[str]) -> pd.DataFrame | None:
+    """Collect ``columns`` of table ``name`` for ``version`` from its newest run, or None."""
+    frame = _optional_table(spark, config, name, version)
+    if frame is None:
+        return None
+    return _collect(_newest_run(_with_model(frame)).select(*columns))
+
+
 def metric_rows(spark: SparkSession, config: PeaConfig, version: int) -> pd.DataFrame | None:
     """Rows of ``metrics`` from the newest evaluate run.
 
     Columns: ``model``, ``split``, ``threshold``, ``metric``, ``value``,
     ``run_id`` and ``evaluated_at``.
     """
-    frame = _optional_table(spark, config, "metrics", version)
-    if frame is None:
-        return None
-    frame = _newest_run(_with_model(frame))
-    return _collect(frame.select("model", "split", "threshold", "metric", "value", "run_id",
-                                 "evaluated_at"))
+    return _newest_rows(spark, config, "metrics", version,
+                        ["model", "split", "threshold", "metric", "value", "run_id",
+                         "evaluated_at"])
 
 
 def evaluation_scores(spark: SparkSession, config: PeaConfig,
@@ -99,21 +105,14 @@ def evaluation_scores(spark: SparkSession, config: PeaConfig,
     Collects one row per evaluated flow and model to the driver, about 40
     bytes a row.
     """
-    frame = _optional_table(spark, config, "evaluation_predictions", version)
-    if frame is None:
-        return None
-    frame = _newest_run(_with_model(frame))
-    return _collect(frame.select("model", "split", "label", "is_attack", "probability"))
+    return _newest_rows(spark, config, "evaluation_predictions", version,
+                        ["model", "split", "label", "is_attack", "probability"])
 
 
 def class_rows(spark: SparkSession, config: PeaConfig, version: int) -> pd.DataFrame | None:
     """Rows of ``class_metrics`` from the newest evaluate run."""
-    frame = _optional_table(spark, config, "class_metrics", version)
-    if frame is None:
-        return None
-    frame = _newest_run(_with_model(frame))
-    return _collect(frame.select("model", "threshold", "label", "is_attack", "rows", "correct",
-                                 "recall"))
+    return _newest_rows(spark, config, "class_metrics", version,
+                        ["model", "threshold", "label", "is_attack", "rows", "correct", "recall"])
 
 
 def cv_rows(spark: SparkSession, config: PeaConfig, version: int) -> pd.DataFrame | None:
@@ -121,9 +120,8 @@ def cv_rows(spark: SparkSession, config: PeaConfig, version: int) -> pd.DataFram
     frame = _optional_table(spark, config, "cv_metrics", version)
     if frame is None:
         return None
-    frame = _newest_run(frame)
-    return _collect(frame.select("smote", "fold", "epochs", "threshold", "metric", "value",
-                                 "run_id"))
+    return _collect(_newest_run(frame).select("smote", "fold", "epochs", "threshold", "metric",
+                                              "value", "run_id"))
 
 
 def explained_flows(spark: SparkSession, config: PeaConfig, version: int,

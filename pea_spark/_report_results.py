@@ -376,13 +376,13 @@ def class_section(page: Page, artifact: ModelArtifact, classes: pd.DataFrame | N
         section.missing("Per-class recall has not been computed for this model: run "
                         "`pea evaluate`.")
         return
-    wanted = {CNN_LSTM: artifact.threshold, RANDOM_FOREST: forest_threshold(metrics)}
+    expected = {CNN_LSTM: artifact.threshold, RANDOM_FOREST: forest_threshold(metrics)}
     recall: dict[str, pd.Series] = {}
     sizes = classes.groupby("label")[["is_attack", "rows"]].first()
     for model in [m for m in (CNN_LSTM, RANDOM_FOREST) if m in set(classes["model"])]:
         rows = classes[classes["model"] == model]
         # The rows at the model's own threshold, else those of the nearest stored one.
-        nearest = rows.loc[(rows["threshold"] - wanted[model]).abs().idxmin(), "threshold"]
+        nearest = rows.loc[(rows["threshold"] - expected[model]).abs().idxmin(), "threshold"]
         chosen = rows[rows["threshold"] == nearest].set_index("label")
         recall[f"{MODEL_LABELS[model]} at {nearest:.2f}"] = chosen["recall"]
     frame = pd.DataFrame(recall).reindex(sizes.index)

@@ -1,10 +1,10 @@
 """Random Forest baseline: Spark ML's RandomForestClassifier on the CNN-LSTM's rows and features.
 
-Tree ensembles reach about 0.99 F1 on CICIDS2017 in published detection work,
-so the CNN-LSTM is reported next to one trained on exactly its inputs: the same
-selected features, the same training rows (the train split less the validation
-fold) and the same test split. Trees need no scaling and no SMOTE, so the
-forest reads the raw feature values.
+Tree ensembles reach about 0.99 F1 on CICIDS2017 in published detection work.
+So the CNN-LSTM is reported next to one trained on exactly its inputs: the
+same selected features, the same training rows (the train split less the
+validation fold) and the same test split. Trees need no scaling and no SMOTE,
+so the forest reads the raw feature values.
 """
 
 from __future__ import annotations

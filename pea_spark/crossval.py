@@ -34,12 +34,12 @@ from pea_spark.session import write_table
 from pea_spark.split import check_splits_unchanged, stored_folds
 from pea_spark.train import (
     balance_with_smote,
-    best_f1_threshold,
     fit_transform,
     latest_artifact,
     run_horovod_jobs,
     scale_rows,
     training_rows,
+    tuned_threshold,
 )
 
 __all__ = ["crossval", "summarise_folds", "SUMMARY_METRICS"]
@@ -79,8 +79,8 @@ def crossval(spark: SparkSession, config: PeaConfig, version: int | None = None)
     The driver collects the train split's selected features (15 doubles a row)
     to score the held-out folds.
     """
-    # NOTE: collecting the train split bounds cross-validation by driver memory, about
-    # 130 bytes a row; tens of millions of training rows need a Spark-side scorer here.
+    # NOTE: the train split is collected to the driver, about 130 bytes a row. Tens of
+    # millions of training rows need a Spark-side scorer here.
     start = time.monotonic()
     artifact = latest_artifact(spark, config, version)
     check_splits_unchanged(spark, config, artifact.training)
@@ -129,10 +129,8 @@ def crossval(spark: SparkSession, config: PeaConfig, version: int | None = None)
 
         held_out = frame[frame["fold"] == fold]
         early_rows = frame[frame["fold"] == early]
-        threshold = config.train.threshold
-        if config.train.tune_threshold and early_rows["is_attack"].nunique() == 2:
-            threshold, _ = best_f1_threshold(early_rows["is_attack"].to_numpy(),
-                                             probabilities(early_rows))
+        threshold = tuned_threshold(early_rows["is_attack"].to_numpy(), probabilities(early_rows),
+                                    config.train.tune_threshold, config.train.threshold)
         y, p = held_out["is_attack"].to_numpy(), probabilities(held_out)
         epochs = len(ranks[0]["history"]["loss"])
         by_threshold = {t: binary_metrics(y, p, t) for t in sorted({0.5, threshold})}

@@ -26,7 +26,7 @@ from pea_spark.config import PeaConfig
 from pea_spark.score import score_flows
 from pea_spark.session import read_table, write_table
 from pea_spark.split import check_splits_unchanged, labelled_flows
-from pea_spark.train import best_f1_threshold, latest_artifact
+from pea_spark.train import latest_artifact, tuned_threshold
 
 __all__ = ["binary_metrics", "class_recall", "evaluate", "METRIC_ORDER", "CNN_LSTM",
            "RANDOM_FOREST"]
@@ -140,11 +140,8 @@ def _model_results(frame: pd.DataFrame, threshold: float) -> dict[str, dict[floa
 
 def _validation_threshold(frame: pd.DataFrame, tune: bool, default: float) -> float:
     validation = frame[frame["split"] == "validation"]
-    if not tune or validation["is_attack"].nunique() < 2:
-        return default
-    threshold, _ = best_f1_threshold(validation["is_attack"].to_numpy(),
-                                     validation["probability"].to_numpy())
-    return threshold
+    return tuned_threshold(validation["is_attack"].to_numpy(),
+                           validation["probability"].to_numpy(), tune, default)
 
 
 def _write(spark: SparkSession, config: PeaConfig, name: str, rows: list, schema: str) -> None:

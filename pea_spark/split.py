@@ -148,7 +148,7 @@ def splits_fingerprint(spark: SparkSession, config: PeaConfig) -> str:
     """Fingerprint of the ``splits`` table's content: its row count and an order-free hash sum.
 
     Re-running ``pea split`` with the same rows and settings gives the same
-    fingerprint, so only a changed assignment is told apart.
+    fingerprint, so only a changed assignment fails the check.
     """
     row_hash = F.xxhash64("flow_key", "split", F.coalesce(F.col("fold"), F.lit(-1)))
     total = read_table(spark, config, "splits").agg(

@@ -41,7 +41,7 @@ from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.split import labelled_flows, splits_fingerprint
 
 __all__ = ["train", "fit_transform", "lime_training_stats", "balance_with_smote", "run_horovod",
-           "run_horovod_jobs", "best_f1_threshold"]
+           "run_horovod_jobs", "best_f1_threshold", "tuned_threshold"]
 
 logger = logging.getLogger(__name__)
 
@@ -479,6 +479,16 @@ def best_f1_threshold(y_true: np.ndarray, probability: np.ndarray) -> tuple[floa
     best = np.flatnonzero(scores == scores.max())
     choice = best[np.argmin(np.abs(thresholds[best] - 0.5))]
     return float(thresholds[choice]), float(scores[choice])
+
+
+def tuned_threshold(y_true: np.ndarray, probability: np.ndarray, tune: bool,
+                    default: float) -> float:
+    """Return :func:`best_f1_threshold` of validation rows, or ``default`` when tuning is off
+    or the rows hold one class only."""
+    if not tune or len(np.unique(y_true)) < 2:
+        return default
+    threshold, _ = best_f1_threshold(y_true, probability)
+    return threshold
 
 
 def tune_threshold(model: Any, artifact: ModelArtifact, val_rows: DataFrame,
