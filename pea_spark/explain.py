@@ -280,14 +280,20 @@ def explain(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | N
     """
     start = time.monotonic()
     artifact = latest_artifact(spark, config, version)
-    flows = load_flows(spark, config, inputs)
-    chosen = choose_flows(spark, config, flows, artifact)
-    explained = explain_flows(chosen, artifact, config)
-    upsert(explained, config, "explanations", ["flow_key", "model_version", "rank"])
-    written = read_table(spark, config, "explanations").filter(
-        F.col("model_version") == artifact.version).join(chosen.select("flow_key"), "flow_key")
-    counts = written.agg(F.countDistinct("flow_key").alias("flows"),
-                         F.count("*").alias("rows")).first()
+    flows = load_flows(spark, config, inputs).select("flow_key", *artifact.features)
+    # The chosen flows are cached, so that the CSV inputs are parsed once for the
+    # explanations and the count of written rows.
+    chosen = choose_flows(spark, config, flows, artifact).persist()
+    try:
+        explained = explain_flows(chosen, artifact, config)
+        upsert(explained, config, "explanations", ["flow_key", "model_version", "rank"])
+        written = read_table(spark, config, "explanations").filter(
+            F.col("model_version") == artifact.version).join(chosen.select("flow_key"),
+                                                             "flow_key")
+        counts = written.agg(F.countDistinct("flow_key").alias("flows"),
+                             F.count("*").alias("rows")).first()
+    finally:
+        chosen.unpersist()
     result = {"flows": int(counts["flows"]), "rows": int(counts["rows"])}
     logger.info("explain: %d flows explained with model v%d by the %s engine (%d rows, %s "
                 "flows, %d samples each) in %.1f s", result["flows"], artifact.version,

@@ -386,7 +386,7 @@ class _Plan:
         return self.status in ("new", "replaced")
 
 
-def _current_files(spark: SparkSession, config: PeaConfig) -> dict[str, str]:
+def current_files(spark: SparkSession, config: PeaConfig) -> dict[str, str]:
     """Content hash now loaded for each source file, from the latest audit row that read it."""
     if not table_exists(config, "ingest_audit"):
         return {}
@@ -453,7 +453,7 @@ def ingest(spark: SparkSession, config: PeaConfig, inputs: list[str | Path]) -> 
         # Under the lock no other run is active: staging folders left by runs killed
         # before their journal was written can go.
         shutil.rmtree(ingest_folder(config) / "staging", ignore_errors=True)
-        plans = _plan(sources, _current_files(spark, config))
+        plans = _plan(sources, current_files(spark, config))
         staging = ingest_folder(config) / "staging" / run_id
         try:
             counts = _stage(spark, config, plans, staging)

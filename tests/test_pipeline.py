@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 from sklearn import metrics as skm
@@ -17,8 +18,8 @@ from sklearn import metrics as skm
 from pea_spark.artifact import load_artifact
 from pea_spark.evaluate import evaluate
 from pea_spark.explain import explain
-from pea_spark.score import score, score_flows
-from pea_spark.session import read_table
+from pea_spark.score import load_flows, score, score_flows
+from pea_spark.session import read_table, table_path
 from pea_spark.split import assign_splits, labelled_flows
 from tests.conftest import ML_FILE, make_config, run_pea, write_subset
 
@@ -152,6 +153,20 @@ def test_score_again_skips_scored_files_unless_rescored(spark, pipeline, real_su
     forced = score(spark, config, [real_subset], rescore=True)
     assert forced == summary["score"]
     assert read_table(spark, config, "predictions").count() == flows
+
+
+def test_load_flows_reads_ingested_files_from_bronze(spark, pipeline, real_subset):
+    config, summary = pipeline
+    reused = load_flows(spark, config, [real_subset])
+    parsed = load_flows(spark, config, [real_subset], reuse_bronze=False)
+    bronze = str(table_path(config, "bronze"))
+    assert reused.inputFiles()
+    assert all(bronze in path for path in reused.inputFiles())
+    assert parsed.inputFiles() == []
+    first = reused.orderBy("flow_key").toPandas()
+    second = parsed.orderBy("flow_key").toPandas()
+    assert len(first) == summary["ingest"]["loaded"]
+    pd.testing.assert_frame_equal(first, second)
 
 
 def test_explain_covers_every_predicted_attack(spark, pipeline):
