@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from pea_spark.selection import select
 from pea_spark.split import split
 from pea_spark.train import train
 
-__all__ = ["run_pipeline", "example_inputs"]
+__all__ = ["run_pipeline", "pipeline_steps", "example_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,22 +38,15 @@ def example_inputs(config: PeaConfig) -> list[Path]:
     return files
 
 
-def run_pipeline(spark: SparkSession, config: PeaConfig,
-                 inputs: list[str | Path] | None = None) -> dict[str, Any]:
-    """Run all stages on ``inputs`` (the example archive when None).
+def pipeline_steps(spark: SparkSession, config: PeaConfig,
+                   sources: list[str | Path]) -> list[tuple[str, Callable[[], Any]]]:
+    """List the stages of ``pea run`` on ``sources``, in order, as (name, callable) pairs.
 
     The score and explain stages read the same CSV inputs, so every input flow
-    gets a prediction, duplicates included.
-
-    Returns
-    -------
-    dict
-        The summary each stage returned, by stage name.
+    gets a prediction, duplicates included. Crossval returns None when
+    ``crossval.enabled`` is false.
     """
-    start = time.monotonic()
-    sources: list[str | Path] = list(inputs) if inputs else list(example_inputs(config))
-    summary: dict[str, Any] = {}
-    steps = [
+    return [
         ("ingest", lambda: ingest(spark, config, sources)),
         ("clean", lambda: clean(spark, config)),
         ("select", lambda: select(spark, config)),
@@ -63,6 +57,21 @@ def run_pipeline(spark: SparkSession, config: PeaConfig,
         ("score", lambda: score(spark, config, sources)),
         ("explain", lambda: explain(spark, config, sources)),
     ]
+
+
+def run_pipeline(spark: SparkSession, config: PeaConfig,
+                 inputs: list[str | Path] | None = None) -> dict[str, Any]:
+    """Run all stages of :func:`pipeline_steps` on ``inputs`` (the example archive when None).
+
+    Returns
+    -------
+    dict
+        The summary each stage returned, by stage name.
+    """
+    start = time.monotonic()
+    sources: list[str | Path] = list(inputs) if inputs else list(example_inputs(config))
+    summary: dict[str, Any] = {}
+    steps = pipeline_steps(spark, config, sources)
     for number, (name, step) in enumerate(steps, start=1):
         logger.info("run: step %d/%d: %s", number, len(steps), name)
         summary[name] = step()

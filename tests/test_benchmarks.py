@@ -140,3 +140,44 @@ def test_benchmarks_default_to_shared_data() -> None:
         sys.path.remove(str(BENCHMARKS))
     assert make_archive.DATA.resolve() == SHARED_DATA / ORIGINAL
     assert make_archive.ORIGINAL_FILES == REAL_FILES
+
+
+def test_pipeline_speed_prints_tables(real_data: Path) -> None:
+    result = run_script("pipeline_speed.py", "--rows", "2000", "--set", "train.epochs=1",
+                        "--set", "evaluate.baseline=false", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "### 2,000 flows (3 files" in result.stdout
+    stages = {}
+    for line in result.stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 7 and cells[0] not in ("stage", "---"):
+            stages[cells[0]] = cells
+    assert list(stages) == ["spark start", "ingest", "clean", "select", "split", "train",
+                            "evaluate", "crossval", "score", "explain", "all"]
+    assert stages["ingest"][6] == "2000 lines loaded, 0 quarantined"
+    assert stages["crossval"][6] == "skipped"
+    attacks = re.fullmatch(r"2000 flows, (\d+) predicted attacks", stages["score"][6]).group(1)
+    assert stages["explain"][6] == f"{attacks} flows explained"
+    for name, cells in stages.items():
+        seconds, driver, jvm, _, total = (float(cell) for cell in cells[1:6])
+        assert seconds >= 0 and 0 < driver <= total and 0 < jvm <= total, name
+    assert "2,000 flows: score + explain took" in result.stdout
+
+
+def test_pipeline_speed_growth_ratios() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import pipeline_speed
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def result(rows: int, ingest: float, crossval_figure: str) -> dict:
+        return {"rows": rows, "stages": [
+            {"stage": "ingest", "seconds": ingest, "figure": ""},
+            {"stage": "crossval", "seconds": 0.01, "figure": crossval_figure}]}
+
+    table = pipeline_speed.growth_table([result(1000, 2.0, "skipped"),
+                                         result(10000, 15.0, "skipped")])
+    assert table.splitlines() == ["| stage | 1,000 s | 10,000 s | ratio 10x rows |",
+                                  "| --- | --- | --- | --- |",
+                                  "| ingest | 2.0 | 15.0 | 7.50 |"]
