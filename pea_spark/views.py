@@ -142,7 +142,7 @@ def create_views(spark: SparkSession, config: PeaConfig, tables: list[str]) -> l
     for name, sources in VIEW_SOURCES.items():
         if all(source in tables for source in sources):
             # Stages register the tables after each write, so most calls find the view.
-            if not spark.catalog.tableExists(name, db):
+            if not spark.catalog.tableExists(f"{db}.{name}"):
                 spark.sql(f"CREATE VIEW {db}.{name} AS {view_sql(name, db)}")
             created.append(name)
         else:
