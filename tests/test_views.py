@@ -211,7 +211,7 @@ def test_format_table_writes_values_in_full():
     assert ("a\\tb\\nc" * 30) in lines[3]
     assert lines[3].endswith("|  NULL |")
     assert lines[4].startswith("| NULL ")
-    assert lines[4].endswith("|  0.1 |")
+    assert lines[4].endswith("|   0.1 |")
 
 
 def test_run_query_missing_table_names_stage(spark, tmp_path):
