@@ -120,7 +120,7 @@ def test_attack_top_features_match_pandas(spark, explained_subset, group):
     for column in ["mean_abs_weight", "mean_weight"]:
         assert got[column].tolist() == pytest.approx(expected[column].tolist(),
                                                      abs=MEAN_TOLERANCE), column
-    # Ranks within a group are tied only where the means are equal to the last bit.
+    # Exact ranks assume that no two features of a group have means within rounding error.
     assert got["feature_rank"].tolist() == expected["feature_rank"].tolist()
 
 
