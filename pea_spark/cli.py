@@ -1,8 +1,10 @@
-"""The ``pea`` command line: one subcommand per pipeline stage, plus ``run`` and ``sql``."""
+"""The ``pea`` command line: one subcommand per pipeline stage, plus ``run``, ``sql`` and
+``serve-sql``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -89,9 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="LIME engine: batch (the default) shares perturbations and "
                               "their predictions among flows, and lime runs lime's own "
                               "explain_instance per flow, for comparison")
-    sql = add("sql", "run a Spark SQL query over the tables and print the result")
+    sql = add("sql", "run a Spark SQL query over the tables and views and print the rows")
     sql.add_argument("query", help='for example "SELECT * FROM pea.predictions LIMIT 5"')
-    sql.add_argument("--limit", type=int, default=50, help="rows to print (default: 50)")
+    sql.add_argument("--limit", type=int, metavar="N",
+                     help="rows to print, 0 for all (default: 50 for --format table, all "
+                          "for csv and json)")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                     dest="output_format",
+                     help="table: aligned columns and a row count (the default); csv: with a "
+                          "header line; json: one JSON object per line")
+    serve = add("serve-sql", "serve the tables and views over JDBC/ODBC with Spark's Thrift "
+                             "server until Ctrl-C or SIGTERM")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=10000,
+                       help="TCP port to listen on (default: 10000, the HiveServer2 port)")
+    serve.add_argument("--pid-file", metavar="FILE",
+                       help="write the process id to FILE while serving, for "
+                            "kill $(cat FILE); removed at the stop")
     example = add("example", "write the synthetic example archive to a folder")
     example.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
     example.add_argument("--rows", type=int, default=6000, help="flows to write (default: 6000)")
@@ -156,6 +173,13 @@ def _dispatch(args: argparse.Namespace, config: PeaConfig) -> None:
         for path in write_example_archive(args.output, rows=args.rows, seed=config.seed):
             print(path)
         return
+    if args.command == "serve-sql":
+        from pea_spark.thrift import check_port_free, server_spark_conf
+
+        # Fail before the SparkSession starts, which takes seconds.
+        check_port_free(args.host, args.port)
+        conf = {**config.spark.conf, **server_spark_conf(args.host, args.port)}
+        config = dataclasses.replace(config, spark=dataclasses.replace(config.spark, conf=conf))
     from pea_spark.session import create_session
 
     spark = create_session(config)
@@ -194,13 +218,15 @@ def _run_command(args: argparse.Namespace, config: PeaConfig, spark: Any) -> Non
         "run": lambda: pipeline.run_pipeline(spark, config, inputs),
     }
     if args.command == "sql":
-        from pyspark.errors import AnalysisException
+        from pea_spark.query import run_query
 
-        try:
-            spark.sql(args.query).show(args.limit, truncate=False)
-        except AnalysisException as error:
-            # Parse errors and unknown tables or columns are the user's to fix.
-            raise ValueError(f"invalid query: {error}") from None
+        run_query(spark, config, args.query, sys.stdout, args.output_format, args.limit)
+        return
+    if args.command == "serve-sql":
+        from pea_spark.thrift import serve_sql
+
+        serve_sql(spark, config, args.host, args.port, args.pid_file,
+                  announce=lambda line: print(line, flush=True))
         return
     result = actions[args.command]()
     if args.command == "evaluate":
@@ -246,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         _dispatch(args, config)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, TimeoutError) as error:
         logger.error("%s failed: %s", args.command, error)
         return 2
     except Exception:

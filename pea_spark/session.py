@@ -13,6 +13,7 @@ from pea_spark.config import PeaConfig
 
 __all__ = [
     "TABLES",
+    "TABLE_WRITERS",
     "create_session",
     "read_table",
     "register_tables",
@@ -44,6 +45,16 @@ TABLES = (
     "scored_files",
     "explanations",
 )
+
+# The pea stage that writes each table.
+TABLE_WRITERS = {
+    "bronze": "ingest", "quarantine": "ingest", "ingest_audit": "ingest",
+    "silver": "clean", "clean_report": "clean", "clean_summary": "clean",
+    "label_conflicts": "clean", "feature_ranking": "select", "splits": "split",
+    "models": "train", "metrics": "evaluate", "evaluation_predictions": "evaluate",
+    "class_metrics": "evaluate", "cv_metrics": "crossval", "predictions": "score",
+    "scored_files": "score", "explanations": "explain",
+}
 
 
 def create_session(config: PeaConfig) -> SparkSession:
@@ -114,7 +125,7 @@ def table_path(config: PeaConfig, name: str) -> Path:
 
 
 def register_tables(spark: SparkSession, config: PeaConfig) -> list[str]:
-    """Register every Delta table found in the warehouse in the session's catalog.
+    """Register every Delta table found in the warehouse, and the analyst views over them.
 
     Spark's default catalog lives in memory, so each new session registers the
     tables again from their folders. ``SELECT * FROM pea.predictions`` then works
@@ -140,13 +151,9 @@ def register_tables(spark: SparkSession, config: PeaConfig) -> list[str]:
             spark.sql(f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA "
                       f"LOCATION {sql_string(str(path))}")
             registered.append(name)
-    if "explanations" in registered:
-        spark.sql(
-            f"CREATE OR REPLACE VIEW {database}.feature_influence AS "
-            f"SELECT model_version, feature, AVG(ABS(weight)) AS mean_abs_weight, "
-            f"COUNT(DISTINCT flow_key) AS flows "
-            f"FROM {database}.explanations GROUP BY model_version, feature"
-        )
+    from pea_spark.views import create_views
+
+    create_views(spark, config, registered)
     return registered
 
 
@@ -189,13 +196,8 @@ def table_exists(config: PeaConfig, name: str) -> bool:
 
 def read_table(spark: SparkSession, config: PeaConfig, name: str) -> DataFrame:
     """Read Delta table ``name``, or raise FileNotFoundError naming the stage that writes it."""
-    writers = {
-        "bronze": "ingest", "silver": "clean", "clean_report": "clean", "clean_summary": "clean",
-        "label_conflicts": "clean", "feature_ranking": "select", "splits": "split",
-        "models": "train", "predictions": "score", "explanations": "explain",
-    }
     if not table_exists(config, name):
-        stage = writers.get(name, "the stage that writes it")
+        stage = TABLE_WRITERS.get(name, "the stage that writes it")
         raise FileNotFoundError(
             f"table {config.database}.{name} not found in warehouse {config.warehouse_path}: "
             f"run `pea {stage}` first, or point --warehouse at the folder that holds it"

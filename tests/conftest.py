@@ -176,6 +176,28 @@ def evaluated_subset(spark, trained_subset, tmp_path_factory: pytest.TempPathFac
     return config, summary
 
 
+@pytest.fixture(scope="session")
+def explained_subset(spark, trained_subset, real_subset: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> PeaConfig:
+    """A copy of ``trained_subset`` with bronze, the real subset's CSV files scored
+    and the predicted attacks explained: the tables the analyst views read.
+
+    Returns the config.
+    """
+    from pea_spark.explain import explain
+    from pea_spark.score import score
+    from pea_spark.session import register_tables, table_path
+
+    source, _ = trained_subset
+    config = make_config(tmp_path_factory.mktemp("wh_explained"))
+    copy_trained_tables(source, config)
+    shutil.copytree(table_path(source, "bronze"), table_path(config, "bronze"))
+    register_tables(spark, config)
+    score(spark, config, [real_subset])
+    explain(spark, config, [real_subset])
+    return config
+
+
 def pea_command(*args: str) -> list[str]:
     """The command line that runs ``pea`` with ``args`` in this interpreter."""
     return [sys.executable, "-m", "pea_spark.cli", *args]

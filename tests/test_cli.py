@@ -57,9 +57,11 @@ def test_cli_example_writes_archive(tmp_path):
     assert all(p.is_file() for p in written)
 
 
-def test_cli_sql_unknown_table(tmp_path):
-    result = run_pea("--warehouse", str(tmp_path / "wh"), "sql", "SELECT * FROM pea.nothing")
+def test_cli_sql_missing_table_names_stage(tmp_path):
+    warehouse = tmp_path / "wh"
+    result = run_pea("--warehouse", str(warehouse), "sql", "SELECT * FROM pea.predictions")
     assert result.returncode == 2
-    assert "sql failed: invalid query" in result.stderr
-    assert "TABLE_OR_VIEW_NOT_FOUND" in result.stderr
+    assert f"table pea.predictions not found in warehouse {warehouse}" in result.stderr
+    assert "run `pea score` first" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "\tat org.apache" not in result.stderr
