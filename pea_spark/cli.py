@@ -248,8 +248,9 @@ def _cluster(action: str, output: str, config: PeaConfig) -> None:
         return
     daemons = (cluster.start_cluster(settings) if action == "start"
                else cluster.cluster_status(settings))
-    print(f"master {cluster.master_url(settings)}, web UI "
-          f"http://{settings.host}:{settings.master_webui_port}")
+    webui = (f"http://{settings.host}:{settings.master_webui_port}"
+             if settings.master_webui_port else "on a free port (its URL is in master.log)")
+    print(f"master {cluster.master_url(settings)}, web UI {webui}")
     for daemon in daemons:
         state = "running" if daemon.running else "stopped"
         print(f"  {daemon.name:<10} {state:<8} pid {daemon.pid or '-':<8} log {daemon.log}")

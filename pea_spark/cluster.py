@@ -150,11 +150,15 @@ def _tail(log: Path, lines: int = 20) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _launch(settings: ClusterSettings, name: str, arguments: list[str]) -> subprocess.Popen:
+def _launch(settings: ClusterSettings, name: str,
+            arguments: list[str]) -> tuple[subprocess.Popen, int]:
+    """Start one daemon; return its process and the size its log had before the start."""
     folder = _folder(settings)
     log = folder / "logs" / f"{name}.log"
     env = dict(os.environ, SPARK_LOCAL_IP=settings.host, SPARK_DAEMON_MEMORY=settings.daemon_memory,
                SPARK_LOG_DIR=str(folder / "logs"))
+    # Logs are appended to, so readiness is looked for after this offset only.
+    offset = log.stat().st_size if log.is_file() else 0
     with open(log, "ab") as output:
         # A new session makes the daemon lead its own process group, which its
         # executors and their Python workers join; stop_cluster signals that group.
@@ -163,16 +167,22 @@ def _launch(settings: ClusterSettings, name: str, arguments: list[str]) -> subpr
                                    start_new_session=True)
     (folder / f"{name}.pid").write_text(f"{process.pid}\n")
     logger.info("cluster: started %s (pid %d), log %s", name, process.pid, log)
-    return process
+    return process, offset
 
 
-def _wait_ready(settings: ClusterSettings, name: str, process: subprocess.Popen,
+def _log_since(log: Path, offset: int) -> str:
+    with open(log, "rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode(errors="replace")
+
+
+def _wait_ready(settings: ClusterSettings, name: str, process: subprocess.Popen, offset: int,
                 ready: str) -> None:
     log = _folder(settings) / "logs" / f"{name}.log"
     pid = process.pid
     deadline = time.monotonic() + settings.start_timeout_s
     while time.monotonic() < deadline:
-        if log.is_file() and ready in log.read_text(errors="replace"):
+        if log.is_file() and ready in _log_since(log, offset):
             return
         if process.poll() is not None:
             raise ClusterError(f"the {name} (pid {pid}) exited with status {process.returncode} "
@@ -201,12 +211,12 @@ def start_cluster(settings: ClusterSettings) -> list[DaemonStatus]:
     _check_ports(settings)
     folder = _folder(settings)
     (folder / "logs").mkdir(parents=True, exist_ok=True)
-    started: list[tuple[str, subprocess.Popen]] = []
+    started: list[tuple[str, tuple[subprocess.Popen, int]]] = []
     try:
         started.append(("master", _launch(settings, "master", [
             MASTER_CLASS, "--host", settings.host, "--port", str(settings.master_port),
             "--webui-port", str(settings.master_webui_port)])))
-        _wait_ready(settings, "master", started[0][1], MASTER_READY)
+        _wait_ready(settings, "master", *started[0][1], MASTER_READY)
         for number in range(1, settings.workers + 1):
             name = f"worker-{number}"
             webui = settings.worker_webui_port + number - 1 if settings.worker_webui_port else 0
@@ -216,12 +226,12 @@ def start_cluster(settings: ClusterSettings) -> list[DaemonStatus]:
                 WORKER_CLASS, "--host", settings.host, "--cores", str(settings.worker_cores),
                 "--memory", settings.worker_memory, "--webui-port", str(webui),
                 "--work-dir", str(work), master_url(settings)])))
-        for name, process in started[1:]:
-            _wait_ready(settings, name, process, WORKER_READY)
+        for name, (process, offset) in started[1:]:
+            _wait_ready(settings, name, process, offset, WORKER_READY)
     except BaseException:
         # A daemon may still be the spark-class shell before its exec of java, so the
         # processes started here are stopped by their Popen, not by the class check.
-        for name, process in reversed(started):
+        for name, (process, _) in reversed(started):
             if process.poll() is None:
                 _stop_group(name, process.pid)
             process.wait()
