@@ -175,7 +175,8 @@ def test_pipeline_stages_on_cluster(cluster: Cluster, spark, real_subset: Path):
     assert attacks.count() > 0
     assert explained.count() == attacks.count()
     assert explained.join(attacks, "flow_key").count() == attacks.count()
-    assert "using spark-submit's master " + cluster.master in scored.stderr
+    # spark-submit's PythonRunner sends the Python driver's stderr to stdout.
+    assert "using spark-submit's master " + cluster.master in scored.stdout
 
 
 def test_train_ranks_ran_in_two_executors(cluster: Cluster):
@@ -231,11 +232,12 @@ def test_score_survives_worker_kill(cluster: Cluster, spark, real_data: Path):
         # The worker's process group contains the Worker JVM and its executor JVM. The
         # executor's Python workers exit once their pipe to the executor closes.
         os.killpg(worker_pid, signal.SIGKILL)
-        _, stderr = submit.communicate(timeout=1200)
+        stdout, stderr = submit.communicate(timeout=1200)
 
-    assert submit.returncode == 0, f"score failed after the worker was killed:\n{stderr[-6000:]}"
-    assert "Lost executor" in stderr
-    assert "ExecutorLostFailure" in stderr
+    log = stdout + stderr
+    assert submit.returncode == 0, f"score failed after the worker was killed:\n{log[-6000:]}"
+    assert "Lost executor" in log
+    assert "ExecutorLostFailure" in log
     predictions = read_delta(spark, cluster, "predictions")
     rows = predictions.filter(predictions.source_file.endswith(str(source)))
     assert rows.count() == data_lines
