@@ -23,22 +23,19 @@ folder under ``cluster.folder``: they inherit it from the executor.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pea_spark.config import ClusterSettings
 
-__all__ = ["ClusterError", "DaemonStatus", "build_package", "cluster_status", "master_state",
+__all__ = ["ClusterError", "DaemonStatus", "build_package", "cluster_status",
            "master_url", "processes_under", "rank_process", "start_cluster", "stop_cluster"]
 
 logger = logging.getLogger(__name__)
@@ -160,8 +157,8 @@ def _launch(settings: ClusterSettings, name: str,
     # Logs are appended to, so readiness is looked for after this offset only.
     offset = log.stat().st_size if log.is_file() else 0
     with open(log, "ab") as output:
-        # A new session makes the daemon lead its own process group, which its
-        # executors and their Python workers join; stop_cluster signals that group.
+        # A new session makes the daemon lead its own process group, which the
+        # executor JVMs it launches join. stop_cluster signals that group.
         process = subprocess.Popen([str(_spark_class()), *arguments], stdout=output,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                    start_new_session=True)
@@ -251,7 +248,9 @@ def stop_cluster(settings: ClusterSettings) -> list[int]:
     """
     folder = _folder(settings)
     stopped = []
-    for name, main_class in reversed(_daemons(settings)):
+    # Pid files, not cluster.workers, list the workers: the setting may have changed.
+    workers = [(path.stem, WORKER_CLASS) for path in sorted(folder.glob("worker-*.pid"))]
+    for name, main_class in [*reversed(workers), ("master", MASTER_CLASS)]:
         pid_file = folder / f"{name}.pid"
         pid = _read_pid(pid_file)
         if pid is not None and _runs_class(pid, main_class):
@@ -319,29 +318,14 @@ def cluster_status(settings: ClusterSettings) -> list[DaemonStatus]:
     return daemons
 
 
-def master_state(settings: ClusterSettings, timeout: float = 5.0) -> dict:
-    """Fetch the master's JSON state (workers, running applications) from its web UI.
-
-    Needs a fixed ``cluster.master_webui_port``. Raises ClusterError when the master
-    does not answer.
-    """
-    url = f"http://{settings.host}:{settings.master_webui_port}/json/"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return json.load(response)
-    except (urllib.error.URLError, OSError) as error:
-        raise ClusterError(f"the master's web UI at {url} did not answer ({error}): check "
-                           "`pea cluster status` and cluster.master_webui_port") from None
-
-
 def rank_process() -> dict:
     """Describe the process this runs in and the Spark executor that launched it.
 
     A Horovod rank runs in a process that the Spark task of its executor started,
     so the executor is found by walking up the parent processes (Linux ``/proc``)
     to the JVM running ``CoarseGrainedExecutorBackend``. In local mode no such JVM
-    exists and ``executor_id`` is ``"driver"``. ``pea_spark_file`` tells where the
-    package was imported from, such as the ``--py-files`` zip.
+    exists and ``executor_id`` is ``"driver"``. ``pea_spark_file`` is the file the
+    package was imported from, such as one inside the ``--py-files`` zip.
     """
     import pea_spark
 
