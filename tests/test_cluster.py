@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -118,7 +119,8 @@ def test_cluster_start_reports_failed_master(tmp_path: Path):
     (master_port,) = free_ports(1)
     # A 1 KB heap is below the JVM's minimum, so the master exits at once.
     options = ["--set", f"cluster.folder={folder}", "--set", f"cluster.master_port={master_port}",
-               "--set", "cluster.master_webui_port=0", "--set", "cluster.daemon_memory=1k"]
+               "--set", "cluster.master_webui_port=0", "--set", "cluster.worker_webui_port=0",
+               "--set", "cluster.daemon_memory=1k"]
     result = cluster_pea(options, "cluster", "start")
 
     assert result.returncode == 2
@@ -215,6 +217,33 @@ def wait_for_scoring_task(cluster: Cluster, worker: str, known: set[Path],
     pytest.fail(f"no pandas UDF task started on {worker} within {KILL_WAIT_S} s")
 
 
+TASK_LINE = re.compile(r"(Running|Finished) task (\d+)\.(\d+) in stage (\d+)\.(\d+)")
+
+
+def unfinished_tasks(log: str) -> set[tuple[str, str]]:
+    """(stage id, task index) of the tasks an executor log shows started but not finished."""
+    started, finished = set(), set()
+    for event, index, _, stage, _ in TASK_LINE.findall(log):
+        (started if event == "Running" else finished).add((stage, index))
+    return started - finished
+
+
+def retried_tasks(logs: list[Path], application: str) -> set[tuple[str, str]]:
+    """(stage id, task index) of the tasks finished by a second or later attempt.
+
+    A task lost with its executor runs again as attempt 1 of the same stage
+    attempt, or as attempt 0 of a new stage attempt when its stage is resubmitted.
+    """
+    retried = set()
+    for log in logs:
+        if log.parent.parent.name != application:
+            continue
+        for event, index, attempt, stage, stage_attempt in TASK_LINE.findall(log.read_text()):
+            if event == "Finished" and (attempt != "0" or stage_attempt != "0"):
+                retried.add((stage, index))
+    return retried
+
+
 def test_score_survives_worker_kill(cluster: Cluster, spark, real_data: Path):
     source = real_data / WEB_FILE
     data_lines = len(source.read_bytes().splitlines()) - 1
@@ -228,7 +257,7 @@ def test_score_survives_worker_kill(cluster: Cluster, spark, real_data: Path):
     env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
     with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as submit:
-        wait_for_scoring_task(cluster, "worker-2", known, submit)
+        killed_log = wait_for_scoring_task(cluster, "worker-2", known, submit)
         # The worker's process group contains the Worker JVM and its executor JVM. The
         # executor's Python workers exit once their pipe to the executor closes.
         os.killpg(worker_pid, signal.SIGKILL)
@@ -237,7 +266,10 @@ def test_score_survives_worker_kill(cluster: Cluster, spark, real_data: Path):
     log = stdout + stderr
     assert submit.returncode == 0, f"score failed after the worker was killed:\n{log[-6000:]}"
     assert "Lost executor" in log
-    assert "ExecutorLostFailure" in log
+    lost = unfinished_tasks(killed_log.read_text(errors="replace"))
+    assert lost, f"no task was running in {killed_log} when the worker was killed"
+    retried = retried_tasks(executor_logs(cluster, "worker-1"), killed_log.parent.parent.name)
+    assert lost <= retried, f"tasks lost with worker-2 {lost}, retried on worker-1 {retried}"
     predictions = read_delta(spark, cluster, "predictions")
     rows = predictions.filter(predictions.source_file.endswith(str(source)))
     assert rows.count() == data_lines
