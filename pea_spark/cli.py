@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pea_spark.cluster import ClusterError
 from pea_spark.config import ConfigError, PeaConfig, load_config
 
 __all__ = ["main", "build_parser"]
@@ -109,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--pid-file", metavar="FILE",
                        help="write the process id to FILE while serving, for "
                             "kill $(cat FILE); removed at the stop")
+    cluster = add("cluster", "start, stop or check a Spark standalone cluster on this host, or "
+                             "package pea_spark for spark-submit --py-files")
+    cluster.add_argument("action", choices=["start", "stop", "status", "package"],
+                         help="start: a master and cluster.workers workers; stop: the daemons "
+                              "and their executors; status: list which daemons run; "
+                              "package: write the zip")
+    cluster.add_argument("--output", default="dist/pea_spark.zip", metavar="FILE",
+                         help="zip written by package (default: dist/pea_spark.zip)")
     example = add("example", "write the synthetic example archive to a folder")
     example.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
     example.add_argument("--rows", type=int, default=6000, help="flows to write (default: 6000)")
@@ -172,6 +181,9 @@ def _dispatch(args: argparse.Namespace, config: PeaConfig) -> None:
 
         for path in write_example_archive(args.output, rows=args.rows, seed=config.seed):
             print(path)
+        return
+    if args.command == "cluster":
+        _cluster(args.action, args.output, config)
         return
     if args.command == "serve-sql":
         from pea_spark.thrift import check_port_free, server_spark_conf
@@ -248,6 +260,28 @@ def _run_command(args: argparse.Namespace, config: PeaConfig, spark: Any) -> Non
         print(result)
 
 
+def _cluster(action: str, output: str, config: PeaConfig) -> None:
+    from pea_spark import cluster
+
+    settings = config.cluster
+    if action == "package":
+        print(cluster.build_package(output))
+        return
+    if action == "stop":
+        stopped = cluster.stop_cluster(settings)
+        print(f"stopped {len(stopped)} daemons" + (f" (pids {', '.join(map(str, stopped))})"
+                                                   if stopped else ""))
+        return
+    daemons = (cluster.start_cluster(settings) if action == "start"
+               else cluster.cluster_status(settings))
+    webui = (f"http://{settings.host}:{settings.master_webui_port}"
+             if settings.master_webui_port else "on a free port (its URL is in master.log)")
+    print(f"master {cluster.master_url(settings)}, web UI {webui}")
+    for daemon in daemons:
+        state = "running" if daemon.running else "stopped"
+        print(f"  {daemon.name:<10} {state:<8} pid {daemon.pid or '-':<8} log {daemon.log}")
+
+
 def _report(spark: Any, config: PeaConfig, output: str | None, version: int | None) -> dict:
     from pea_spark.report import write_report
 
@@ -272,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         _dispatch(args, config)
-    except (ValueError, FileNotFoundError, TimeoutError) as error:
+    except (ValueError, FileNotFoundError, TimeoutError, ClusterError) as error:
         logger.error("%s failed: %s", args.command, error)
         return 2
     except Exception:

@@ -94,6 +94,20 @@ class CrossvalSettings:
 
 
 @dataclass
+class ClusterSettings:
+    host: str = "127.0.0.1"
+    master_port: int = 7077
+    master_webui_port: int = 8080
+    workers: int = 2
+    worker_cores: int = 1
+    worker_memory: str = "2g"
+    worker_webui_port: int = 8081
+    daemon_memory: str = "512m"
+    folder: str = "./cluster"
+    start_timeout_s: float = 90.0
+
+
+@dataclass
 class PeaConfig:
     """All settings of a pea-spark run; see ``conf/local.yaml`` for their meaning."""
 
@@ -109,6 +123,7 @@ class PeaConfig:
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     crossval: CrossvalSettings = field(default_factory=CrossvalSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def warehouse_path(self) -> Path:
@@ -154,6 +169,16 @@ class PeaConfig:
             ("evaluate.baseline_trees", self.evaluate.baseline_trees >= 1, "an integer >= 1"),
             ("evaluate.baseline_max_depth", 1 <= self.evaluate.baseline_max_depth <= 30,
              "an integer from 1 to 30 (Spark ML's limit)"),
+            ("cluster.master_port", 1 <= self.cluster.master_port <= 65535,
+             "a TCP port from 1 to 65535"),
+            ("cluster.master_webui_port", 0 <= self.cluster.master_webui_port <= 65535,
+             "a TCP port from 0 (any free port) to 65535"),
+            ("cluster.worker_webui_port", 0 <= self.cluster.worker_webui_port <= 65535
+             - self.cluster.workers, "a TCP port from 0 (any free port) to 65535 - workers"),
+            ("cluster.workers", self.cluster.workers >= 1, "an integer >= 1"),
+            ("cluster.worker_cores", self.cluster.worker_cores >= 1, "an integer >= 1"),
+            ("cluster.start_timeout_s", self.cluster.start_timeout_s > 0,
+             "a number of seconds > 0"),
             ("split.folds", not self.crossval.enabled or self.split.folds >= 3,
              "an integer >= 3 when crossval.enabled is true (each fold trains on the folds "
              "that are neither evaluated nor used for early stopping)"),

@@ -15,9 +15,11 @@ __all__ = [
     "TABLES",
     "TABLE_WRITERS",
     "create_session",
+    "delta_package",
     "read_table",
     "register_tables",
     "sql_string",
+    "submitted_master",
     "table_exists",
     "table_path",
     "write_table",
@@ -63,6 +65,11 @@ def create_session(config: PeaConfig) -> SparkSession:
     Delta's jars are resolved from Maven Central by Spark's Ivy on first use and
     cached under ``~/.ivy2.5.2`` (Spark 4's Ivy folder); set ``spark.jars`` in
     ``spark.conf`` to use local jars.
+
+    Under ``spark-submit`` the driver JVM already runs when this is called, so its
+    master (``--master``, or spark-submit's own default ``local[*]``) is used and
+    ``spark.master`` is ignored, and the Delta jars must come from spark-submit's
+    ``--packages`` (see ``delta_package``).
     """
     from delta import configure_spark_with_delta_pip
 
@@ -70,9 +77,16 @@ def create_session(config: PeaConfig) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     warehouse = config.warehouse_path
+    submitted = submitted_master()
+    builder = SparkSession.builder
+    if submitted is None:
+        builder = builder.master(config.spark.master)
+    else:
+        _require_delta_jars()
+        logger.info("session: using spark-submit's master %s (spark.master %s applies to pea "
+                    "commands only)", submitted, config.spark.master)
     builder = (
-        SparkSession.builder.master(config.spark.master)
-        .appName(config.spark.app_name)
+        builder.appName(config.spark.app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog",
                 "org.apache.spark.sql.delta.catalog.DeltaCatalog")
@@ -99,6 +113,47 @@ def create_session(config: PeaConfig) -> SparkSession:
     # An ingest killed between its commits left a journal: undo it before any stage reads.
     recover_if_abandoned(spark, config)
     return spark
+
+
+def submitted_master() -> str | None:
+    """Return spark-submit's master when spark-submit started this Python process, else None.
+
+    spark-submit starts the driver JVM first and hands its Py4J gateway to Python in
+    ``PYSPARK_GATEWAY_PORT``; its resolved master is the JVM's ``spark.master``
+    system property.
+    """
+    from pyspark import SparkContext
+
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    SparkContext._ensure_initialized()
+    return SparkContext._jvm.java.lang.System.getProperty("spark.master")
+
+
+def delta_package() -> str:
+    """Return the Maven coordinate of the Delta jars that match the installed delta-spark.
+
+    Pass it to ``spark-submit --packages``, because under spark-submit the driver's
+    class path is fixed before pea-spark's code runs.
+    """
+    from importlib.metadata import version
+
+    return f"io.delta:delta-spark_2.13:{version('delta-spark')}"
+
+
+def _require_delta_jars() -> None:
+    from py4j.protocol import Py4JJavaError
+    from pyspark import SparkContext
+
+    jvm = SparkContext._jvm
+    try:
+        jvm.java.lang.Class.forName("io.delta.sql.DeltaSparkSessionExtension", False,
+                                    jvm.java.lang.Thread.currentThread().getContextClassLoader())
+    except Py4JJavaError:
+        raise ValueError(
+            "Delta Lake's jars are not on the spark-submit driver's class path: add "
+            f"`--packages {delta_package()}` to the spark-submit command (or --jars with "
+            "local copies of delta-spark and delta-storage)") from None
 
 
 def _quiet_codegen_fallback(spark: SparkSession) -> None:

@@ -289,7 +289,10 @@ def _train_on_rank(pairs, settings: dict[str, Any]) -> dict[str, Any]:
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
             "steps_per_epoch": steps_per_epoch,
         })
-    return {"rank": hvd.rank(), "size": hvd.size(), "pid": os.getpid(), "models": models}
+    from pea_spark.cluster import rank_process
+
+    return {"rank": hvd.rank(), "size": hvd.size(), "pid": os.getpid(), "models": models,
+            "process": rank_process()}
 
 
 def _petastorm_cache(config: PeaConfig) -> Path:
@@ -338,7 +341,8 @@ def run_horovod_jobs(spark: SparkSession, config: PeaConfig,
     -------
     list
         For each pair, each rank's result by rank: ``rank``, ``size``, ``pid``,
-        ``weights``, ``history`` and ``steps_per_epoch``.
+        ``process`` (see ``pea_spark.cluster.rank_process``), ``weights``, ``history``
+        and ``steps_per_epoch``.
     """
     import horovod.spark
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
@@ -377,8 +381,8 @@ def run_horovod_jobs(spark: SparkSession, config: PeaConfig,
             for converter in pair:
                 converter.delete()
     ranks = sorted(results, key=lambda r: r["rank"])
-    return [[{"rank": r["rank"], "size": r["size"], "pid": r["pid"], **r["models"][i]}
-             for r in ranks] for i in range(len(pairs))]
+    return [[{"rank": r["rank"], "size": r["size"], "pid": r["pid"], "process": r["process"],
+              **r["models"][i]} for r in ranks] for i in range(len(pairs))]
 
 
 def run_horovod(spark: SparkSession, config: PeaConfig, train_df: DataFrame,
@@ -443,6 +447,7 @@ def train(spark: SparkSession, config: PeaConfig) -> ModelArtifact:
                   "validation_rows": int(val_rows.count()), "epochs": len(history["loss"]),
                   "best_val_loss": float(min(history["val_loss"])), "seed": config.seed,
                   "num_proc": len(results), "history": history,
+                  "ranks": [{"rank": r["rank"], **r["process"]} for r in results],
                   "smote_k": config.train.smote_k,
                   "validation_fold": fold,
                   "splits_fingerprint": splits_fingerprint(spark, config),

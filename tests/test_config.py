@@ -33,9 +33,14 @@ def test_config_override_coerces_types():
         ("explain.num_features=0", "invalid value 0 for explain.num_features"),
         ("train.dropout=7", "invalid value 7.0 for train.dropout"),
         ("train.conv_filters=[]", "invalid value .* for train.conv_filters"),
+        ("cluster.master_prot=7177", "unknown configuration key 'cluster.master_prot'"),
+        ("cluster.master_port=0", "invalid value 0 for cluster.master_port"),
+        ("cluster.master_webui_port=70000", "invalid value 70000 for cluster.master_webui_port"),
+        ("cluster.workers=0", "invalid value 0 for cluster.workers"),
     ],
     ids=["unknown-key", "wrong-type", "out-of-range", "bad-choice", "bad-database", "no-equals",
-         "zero-features", "dropout", "no-filters"],
+         "zero-features", "dropout", "no-filters", "cluster-typo", "cluster-port-zero",
+         "cluster-port-range", "cluster-no-workers"],
 )
 def test_config_rejects_invalid_override(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -58,3 +63,33 @@ def test_config_spark_conf_entry_override():
     config = load_config(None, ["spark.conf={spark.a: 1}",
                                 "spark.conf.spark.sql.shuffle.partitions=3"])
     assert config.spark.conf == {"spark.a": "1", "spark.sql.shuffle.partitions": "3"}
+
+
+CLUSTER_PROFILE = REPO / "conf" / "cluster.yaml"
+
+
+def test_config_cluster_profile_values():
+    config = load_config(CLUSTER_PROFILE)
+    assert config.spark.master == "spark://127.0.0.1:7077"
+    assert config.spark.master.endswith(f":{config.cluster.master_port}")
+    assert config.train.num_proc == config.cluster.workers * config.cluster.worker_cores == 2
+    assert config.spark.conf["spark.executor.cores"] == "1"
+    assert config.spark.conf["spark.cores.max"] == "2"
+    assert config.spark.conf["spark.driver.host"] == "127.0.0.1"
+    assert config.cluster.host == "127.0.0.1"
+
+
+def test_config_cluster_profile_overrides():
+    config = load_config(CLUSTER_PROFILE, ["cluster.master_port=7177", "cluster.workers=3",
+                                           "spark.conf.spark.task.maxFailures=8"])
+    assert config.cluster.master_port == 7177
+    assert config.cluster.workers == 3
+    assert config.spark.conf["spark.task.maxFailures"] == "8"
+    assert config.spark.conf["spark.executor.memory"] == "1g"
+
+
+def test_config_cluster_profile_mistyped_key(tmp_path):
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text(CLUSTER_PROFILE.read_text().replace("worker_cores:", "worker_core:"))
+    with pytest.raises(ConfigError, match="unknown configuration key 'cluster.worker_core'"):
+        load_config(profile)
