@@ -17,7 +17,9 @@ does not depend on the archive's size beyond the distinct flows.
 A thread samples the resident memory (RSS) of the process tree every 0.2 s:
 the Python driver, the Spark JVM (driver and executor in local mode) and the
 Python workers, which are the pandas UDF workers and Horovod's ranks. The peak
-of each is kept per stage. The archive is resampled from a few hundred
+of each is kept per stage. RSS counts a page shared by several processes once
+in each, and PySpark forks its workers from one daemon, so the workers' figure
+and the total overstate the memory in use. The archive is resampled from a few hundred
 thousand distinct lines, so clean removes most rows as duplicates, and the
 training stages see about the same rows at every size. Ingest, score and
 explain see every flow.
@@ -180,13 +182,16 @@ def run_size(rows: int, args: argparse.Namespace, workdir: Path) -> dict:
         command += ["--set", override]
     logger.info("%d rows: %d files in %.1f s; running the stages", rows, len(files),
                 archive_seconds)
-    subprocess.run(command, check=True)
-    result = json.loads(result_file.read_text())
+    try:
+        subprocess.run(command, check=True)
+        result = json.loads(result_file.read_text())
+    finally:
+        # A failed run also removes its archive and warehouse, which take gigabytes.
+        if not args.keep:
+            shutil.rmtree(archive, ignore_errors=True)
+            shutil.rmtree(warehouse, ignore_errors=True)
     result.update(rows=rows, files=len(files), archive_seconds=archive_seconds,
                   archive_mb=sum(f.size_bytes for f in files) / MB)
-    if not args.keep:
-        shutil.rmtree(archive)
-        shutil.rmtree(warehouse)
     return result
 
 
@@ -268,21 +273,35 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.child:
         return child_main(args)
+    from pea_spark.config import ConfigError, load_config
+
+    try:
+        # Settings are checked before any archive is written.
+        load_config(None, args.overrides)
+    except ConfigError as error:
+        print(f"pipeline_speed: error: {error}", file=sys.stderr)
+        return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pea-pipeline-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"## Pipeline on resampled archives ({os.cpu_count()} CPUs, seed {args.seed})\n",
           flush=True)
     results = []
-    for rows in args.rows:
-        # Each size's table is printed when it is done, so a long run shows its progress.
-        results.append(run_size(rows, args, workdir))
-        print(size_table(results[-1]) + "\n", flush=True)
+    try:
+        for rows in args.rows:
+            # Each size's table is printed when it is done, so a long run shows its progress.
+            results.append(run_size(rows, args, workdir))
+            print(size_table(results[-1]) + "\n", flush=True)
+    except subprocess.CalledProcessError as error:
+        print(f"pipeline_speed: error: the run of {rows} rows failed with exit status "
+              f"{error.returncode}; its log is above", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     if len(results) > 1:
         print("### Stage time against archive size\n")
         print(growth_table(results) + "\n")
     print(verdict(results))
-    if not args.keep and args.workdir is None:
-        shutil.rmtree(workdir)
     return 0
 
 
