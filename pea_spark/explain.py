@@ -34,8 +34,8 @@ from pyspark.sql import functions as F
 from pea_spark.artifact import ModelArtifact, predict_probabilities
 from pea_spark.config import PeaConfig
 from pea_spark.lime_engine import BatchExplainer, Perturbations
-from pea_spark.score import load_flows, upsert
-from pea_spark.session import read_table
+from pea_spark.score import load_flows
+from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.train import latest_artifact
 
 __all__ = ["build_explainer", "build_batch_explainer", "flow_random_state",
@@ -239,6 +239,9 @@ def choose_flows(spark: SparkSession, config: PeaConfig, flows: DataFrame,
         return flows.sample(fraction=config.explain.sample_fraction, seed=config.seed)
     predictions = read_table(spark, config, "predictions").filter(
         (F.col("model_version") == artifact.version) & (F.col("is_attack_predicted") == 1))
+    # NOTE: flow_key hashes the file path and line number only, so after a file
+    # changed and was scored again, explaining silver (ingested before the change)
+    # matches the new predictions to the old lines. Ingest the changed file first.
     return flows.join(predictions.select("flow_key"), "flow_key")
 
 
@@ -267,11 +270,30 @@ def explain_flows(flows: DataFrame, artifact: ModelArtifact, config: PeaConfig) 
         explain_partition, EXPLANATION_SCHEMA)
 
 
+def _delete_explanations(spark: SparkSession, config: PeaConfig, chosen: DataFrame,
+                         version: int) -> None:
+    """Delete every rank of the chosen flows' explanations by model ``version``.
+
+    All ranks go, so that a run with a lower ``explain.num_features`` leaves no
+    rows of an earlier run behind. A run stopped between this delete and the
+    append leaves those flows without explanations until explain runs again.
+    """
+    from delta.tables import DeltaTable
+
+    if not table_exists(config, "explanations"):
+        return
+    target = DeltaTable.forPath(spark, str(table_path(config, "explanations")))
+    keys = chosen.select("flow_key").distinct()
+    (target.alias("t").merge(keys.alias("s"),
+                             f"t.flow_key = s.flow_key AND t.model_version = {int(version)}")
+     .whenMatchedDelete().execute())
+
+
 def explain(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | None = None,
             version: int | None = None) -> dict[str, int]:
     """Explain the chosen flows (CSV ``inputs`` or silver) into ``explanations``.
 
-    Re-explaining a flow with the same model version replaces its rows.
+    Re-explaining a flow with the same model version replaces all its rows.
 
     Returns
     -------
@@ -281,12 +303,13 @@ def explain(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | N
     start = time.monotonic()
     artifact = latest_artifact(spark, config, version)
     flows = load_flows(spark, config, inputs).select("flow_key", *artifact.features)
-    # The chosen flows are cached, so that the CSV inputs are parsed once for the
+    # The chosen flows are cached, so that the inputs are read once for the
     # explanations and the count of written rows.
     chosen = choose_flows(spark, config, flows, artifact).persist()
     try:
         explained = explain_flows(chosen, artifact, config)
-        upsert(explained, config, "explanations", ["flow_key", "model_version", "rank"])
+        _delete_explanations(spark, config, chosen, artifact.version)
+        write_table(explained, config, "explanations", mode="append")
         written = read_table(spark, config, "explanations").filter(
             F.col("model_version") == artifact.version).join(chosen.select("flow_key"),
                                                              "flow_key")

@@ -126,8 +126,9 @@ def find_csv_files(inputs: list[str | Path]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise InputError(f"input not found: {path}: check the path, or omit --input "
-                             "to run on the built-in example archive")
+            raise InputError(f"input not found: {path}: check the path (pea run without "
+                             "--input uses the built-in example archive, and score and "
+                             "explain without --input read the silver table)")
     # A file named twice (directly, or also through its folder) is read once.
     unique = list(dict.fromkeys(p.resolve() for p in files))
     for path in unique:

@@ -40,6 +40,8 @@ def label_sql(raw: str) -> str:
 def _labels(db: str) -> str:
     # One row per ingested line: predictions of CSV files carry the same source_file
     # and line_number, also for exact duplicates that silver stores only once.
+    # NOTE: the join has no content check, so a file changed after ingest and scored
+    # again gets the labels of its ingested lines until it is ingested again.
     return (f"SELECT source_file, line_number, {label_sql('label')} AS label "
             f"FROM {db}.bronze")
 

@@ -256,3 +256,18 @@ def test_score_scores_only_new_and_changed_files(spark, pipeline, real_subset, t
     mine = read_table(spark, config, "predictions").filter(
         F.col("source_file") == str(new_file.resolve()))
     assert mine.count() == fewer
+
+
+def test_explain_fewer_features_replaces_ranks(spark, pipeline, real_subset):
+    config, summary = pipeline
+    fewer = make_config(config.warehouse_path, f"database={config.database}",
+                        "explain.num_features=2")
+    result = explain(spark, fewer, [real_subset])
+    assert result == {"flows": summary["explain"]["flows"],
+                      "rows": 2 * summary["explain"]["flows"]}
+    chosen = read_table(spark, config, "predictions").filter(
+        F.col("source_file").startswith(str(real_subset.resolve()))
+        & (F.col("is_attack_predicted") == 1)).select("flow_key")
+    ranks = (read_table(spark, config, "explanations").join(chosen, "flow_key")
+             .groupBy("rank").count().collect())
+    assert {r["rank"]: r["count"] for r in ranks} == {1: result["flows"], 2: result["flows"]}
