@@ -86,7 +86,7 @@ def serve_sql(spark: SparkSession, config: PeaConfig, host: str, port: int,
     Parameters
     ----------
     pid_file : path, optional
-        File that holds the process id while the server runs, for
+        File that contains the process id while the server runs, for
         ``kill $(cat FILE)``. It is removed at the stop.
     announce : callable
         Called with one line once the server accepts connections.

@@ -160,7 +160,9 @@ def test_pipeline_speed_prints_tables(real_data: Path) -> None:
     assert stages["explain"][6] == f"{attacks} flows explained"
     for name, cells in stages.items():
         seconds, driver, jvm, _, total = (float(cell) for cell in cells[1:6])
-        assert seconds >= 0 and 0 < driver <= total and 0 < jvm <= total, name
+        assert seconds >= 0, name
+        assert 0 < driver <= total, name
+        assert 0 < jvm <= total, name
     assert "2,000 flows: score + explain took" in result.stdout
 
 
