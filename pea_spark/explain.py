@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from pea_spark.artifact import ModelArtifact, predict_probabilities
 from pea_spark.config import PeaConfig
 from pea_spark.lime_engine import BatchExplainer, Perturbations
-from pea_spark.score import load_flows
+from pea_spark.score import load_flows, stale_files
 from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.train import latest_artifact
 
@@ -230,8 +230,11 @@ def _explain_rows_batch(artifact: ModelArtifact, model: Any, raw: np.ndarray, ke
 
 
 def choose_flows(spark: SparkSession, config: PeaConfig, flows: DataFrame,
-                 artifact: ModelArtifact) -> DataFrame:
-    """Select the flows to explain by ``explain.flows``: attacks, all, or a sample."""
+                 artifact: ModelArtifact, from_files: bool = False) -> DataFrame:
+    """Select the flows to explain by ``explain.flows``: attacks, all, or a sample.
+
+    ``from_files`` says that ``flows`` come from CSV inputs rather than silver.
+    """
     mode = config.explain.flows
     if mode == "all":
         return flows
@@ -239,9 +242,16 @@ def choose_flows(spark: SparkSession, config: PeaConfig, flows: DataFrame,
         return flows.sample(fraction=config.explain.sample_fraction, seed=config.seed)
     predictions = read_table(spark, config, "predictions").filter(
         (F.col("model_version") == artifact.version) & (F.col("is_attack_predicted") == 1))
-    # NOTE: flow_key hashes the file path and line number only, so after a file
-    # changed and was scored again, explaining silver (ingested before the change)
-    # matches the new predictions to the old lines. Ingest the changed file first.
+    if not from_files:
+        # flow_key is the path and line number, so silver's lines of a file that changed
+        # and was scored again would be matched with the new lines' predictions.
+        stale = stale_files(spark, config, artifact.version)
+        if stale:
+            logger.warning("explain: %d files were scored after they changed and silver holds "
+                           "their earlier content, so their flows are not explained from "
+                           "silver: %s. Explain them with --input, or ingest them again.",
+                           len(stale), ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""))
+            predictions = predictions.filter(~F.col("source_file").isin(stale))
     return flows.join(predictions.select("flow_key"), "flow_key")
 
 
@@ -305,7 +315,7 @@ def explain(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | N
     flows = load_flows(spark, config, inputs).select("flow_key", *artifact.features)
     # The chosen flows are cached, so that the inputs are read once for the
     # explanations and the count of written rows.
-    chosen = choose_flows(spark, config, flows, artifact).persist()
+    chosen = choose_flows(spark, config, flows, artifact, from_files=bool(inputs)).persist()
     try:
         explained = explain_flows(chosen, artifact, config)
         _delete_explanations(spark, config, chosen, artifact.version)

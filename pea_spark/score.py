@@ -27,11 +27,14 @@ from pea_spark.ingest import (
 from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.train import latest_artifact
 
-__all__ = ["load_flows", "attack_probability", "score_flows", "score"]
+__all__ = ["load_flows", "attack_probability", "score_flows", "score", "stale_files",
+           "add_missing_columns"]
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ["flow_key", "source_file", "line_number", "attack_probability",
+# label is the line's own label as pea clean normalises it (NULL in unlabelled captures),
+# so that analysts compare predictions with it without joining bronze.
+PREDICTION_COLUMNS = ["flow_key", "source_file", "line_number", "label", "attack_probability",
                       "is_attack_predicted", "predicted_label", "model_version", "scored_at"]
 
 
@@ -108,6 +111,8 @@ def score_flows(flows: DataFrame, artifact: ModelArtifact, config: PeaConfig) ->
                          f"v{artifact.version} needs")
     probability = attack_probability(artifact, config.score.batch_size)
     predicted = F.col("attack_probability") >= F.lit(artifact.threshold)
+    if "label" not in flows.columns:
+        flows = flows.withColumn("label", F.lit(None).cast("string"))
     return (
         flows.withColumn("attack_probability", probability)
         .withColumn("is_attack_predicted", predicted.cast("int"))
@@ -126,10 +131,30 @@ def upsert(df: DataFrame, config: PeaConfig, name: str, keys: list[str]) -> None
     if not table_exists(config, name):
         write_table(df, config, name)
         return
+    add_missing_columns(df, config, name)
     target = DeltaTable.forPath(df.sparkSession, str(table_path(config, name)))
     condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
     (target.alias("t").merge(df.alias("s"), condition)
      .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+
+
+def add_missing_columns(df: DataFrame, config: PeaConfig, name: str) -> None:
+    """Add to Delta table ``name`` the columns of ``df`` that it lacks, as NULL in old rows.
+
+    Tables written by an earlier pea-spark, such as predictions without ``label``,
+    gain the new columns instead of failing the merge.
+    """
+    spark = df.sparkSession
+    path = str(table_path(config, name))
+    existing = set(spark.read.format("delta").load(path).columns)
+    missing = [field for field in df.schema.fields if field.name not in existing]
+    if not missing:
+        return
+    columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in missing)
+    spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+    logger.warning("%s.%s gained the columns %s; rows written before hold NULL there until "
+                   "they are written again (pea score --rescore)", config.database, name,
+                   ", ".join(field.name for field in missing))
 
 
 def _scored_hashes(spark: SparkSession, config: PeaConfig, version: int) -> dict[str, str]:
@@ -142,15 +167,39 @@ def _scored_hashes(spark: SparkSession, config: PeaConfig, version: int) -> dict
     return {r["source_file"]: r["sha256"] for r in rows}
 
 
+def stale_files(spark: SparkSession, config: PeaConfig, version: int) -> list[str]:
+    """Files that model ``version`` last scored with content other than what ingest loaded.
+
+    Their predictions are of the newer lines, while silver still holds the
+    ingested ones under the same flow keys, so silver flows of these files must
+    not be matched with their predictions.
+    """
+    ingested = current_files(spark, config)
+    return sorted(path for path, sha in _scored_hashes(spark, config, version).items()
+                  if path in ingested and ingested[path] != sha)
+
+
 def _delete_predictions(spark: SparkSession, config: PeaConfig, version: int,
                         files: list[str]) -> None:
-    """Delete the predictions of ``files`` by model ``version``, before they are scored again."""
+    """Delete the predictions of ``files`` by model ``version``, and their explanations,
+    before the files are scored again.
+
+    The explanations go too: their flow keys (path and line number) would name the
+    new content's lines while they explain the old content.
+    """
     from delta.tables import DeltaTable
 
     if not files or not table_exists(config, "predictions"):
         return
+    old = (F.col("model_version") == version) & F.col("source_file").isin(files)
+    if table_exists(config, "explanations"):
+        keys = read_table(spark, config, "predictions").filter(old).select("flow_key")
+        explanations = DeltaTable.forPath(spark, str(table_path(config, "explanations")))
+        condition = f"t.flow_key = s.flow_key AND t.model_version = {int(version)}"
+        (explanations.alias("t").merge(keys.distinct().alias("s"), condition)
+         .whenMatchedDelete().execute())
     target = DeltaTable.forPath(spark, str(table_path(config, "predictions")))
-    target.delete((F.col("model_version") == version) & F.col("source_file").isin(files))
+    target.delete(old)
 
 
 def score(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | None = None,
@@ -191,7 +240,7 @@ def score(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | Non
     scored = 0
     if flows is not None:
         # Only the columns that scoring reads are cached, about a fifth of a cleaned flow.
-        flows = flows.select("flow_key", "source_file", "line_number",
+        flows = flows.select("flow_key", "source_file", "line_number", "label",
                              *artifact.features).cache()
         scored = flows.count()
         if scored:

@@ -7,43 +7,29 @@ Each view is created only when every table it reads exists.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
-from pea_spark.clean import _DASH_VARIANTS
 from pea_spark.config import PeaConfig
 
-__all__ = ["VIEWS", "VIEW_SOURCES", "create_views", "label_sql"]
+__all__ = ["VIEWS", "VIEW_SOURCES", "create_views"]
+
+logger = logging.getLogger(__name__)
 
 # Each view, the tables it reads, in the order their stages run.
 VIEW_SOURCES: dict[str, tuple[str, ...]] = {
     "feature_influence": ("explanations",),
     "attack_top_features_by_file": ("predictions", "explanations"),
     "attack_top_features_by_day": ("predictions", "explanations"),
-    "top_attack_flows": ("bronze", "predictions", "explanations"),
-    "attack_counts": ("bronze", "predictions"),
+    "top_attack_flows": ("predictions", "explanations"),
+    "attack_counts": ("predictions",),
 }
 VIEWS = tuple(VIEW_SOURCES)
-
-
-def label_sql(raw: str) -> str:
-    """SQL expression of the label that ``pea clean`` stores for the raw bronze label ``raw``.
-
-    It mirrors :func:`pea_spark.clean.normalise_label`: trimmed, dash variants
-    written as `` - ``, runs of white space as one space, BENIGN in upper case,
-    and an empty label as NULL.
-    """
-    dash = "'" + _DASH_VARIANTS.replace("\\", "\\\\") + "'"
-    text = f"regexp_replace(regexp_replace(trim({raw}), {dash}, ' - '), '\\\\s+', ' ')"
-    return f"CASE WHEN upper({text}) = 'BENIGN' THEN 'BENIGN' ELSE nullif({text}, '') END"
-
-
-def _labels(db: str) -> str:
-    # One row per ingested line: predictions of CSV files carry the same source_file
-    # and line_number, also for exact duplicates that silver stores only once.
-    # NOTE: the join has no content check, so a file changed after ingest and scored
-    # again gets the labels of its ingested lines until it is ingested again.
-    return (f"SELECT source_file, line_number, {label_sql('label')} AS label "
-            f"FROM {db}.bronze")
+# View property holding a digest of the view's SQL, to tell when it must be replaced.
+_DIGEST_PROPERTY = "pea.definition_sha256"
 
 
 def _feature_influence(db: str) -> str:
@@ -91,11 +77,9 @@ def _top_attack_flows(db: str) -> str:
         SELECT p.model_version,
                ROW_NUMBER() OVER (PARTITION BY p.model_version
                                   ORDER BY p.attack_probability DESC, p.flow_key) AS flow_rank,
-               p.flow_key, p.source_file, p.line_number, p.attack_probability, l.label,
+               p.flow_key, p.source_file, p.line_number, p.attack_probability, p.label,
                p.scored_at, e.top_feature, e.top_condition, e.top_weight, e.explanation
         FROM {db}.predictions p
-        LEFT JOIN ({_labels(db)}) l
-          ON l.source_file = p.source_file AND l.line_number = p.line_number
         LEFT JOIN explained e
           ON e.flow_key = p.flow_key AND e.model_version = p.model_version
         WHERE p.is_attack_predicted = 1"""
@@ -103,13 +87,11 @@ def _top_attack_flows(db: str) -> str:
 
 def _attack_counts(db: str) -> str:
     return f"""
-        SELECT p.model_version, p.source_file, l.label, p.predicted_label,
+        SELECT model_version, source_file, label, predicted_label,
                COUNT(*) AS flows,
-               AVG(p.attack_probability) AS mean_attack_probability
-        FROM {db}.predictions p
-        LEFT JOIN ({_labels(db)}) l
-          ON l.source_file = p.source_file AND l.line_number = p.line_number
-        GROUP BY p.model_version, p.source_file, l.label, p.predicted_label"""
+               AVG(attack_probability) AS mean_attack_probability
+        FROM {db}.predictions
+        GROUP BY model_version, source_file, label, predicted_label"""
 
 
 def view_sql(name: str, db: str) -> str:
@@ -124,6 +106,14 @@ def view_sql(name: str, db: str) -> str:
     if name not in builders:
         raise ValueError(f"unknown view {name!r}: expected one of {', '.join(VIEWS)}")
     return builders[name]()
+
+
+def _view_digest(spark: SparkSession, name: str) -> str | None:
+    """The definition digest stored on view ``name``, or None when it does not exist."""
+    if not spark.catalog.tableExists(name):
+        return None
+    rows = spark.sql(f"SHOW TBLPROPERTIES {name}").collect()
+    return {row["key"]: row["value"] for row in rows}.get(_DIGEST_PROPERTY)
 
 
 def create_views(spark: SparkSession, config: PeaConfig, tables: list[str]) -> list[str]:
@@ -144,8 +134,21 @@ def create_views(spark: SparkSession, config: PeaConfig, tables: list[str]) -> l
     for name, sources in VIEW_SOURCES.items():
         if all(source in tables for source in sources):
             # Stages register the tables after each write, so most calls find the view.
-            if not spark.catalog.tableExists(f"{db}.{name}"):
-                spark.sql(f"CREATE VIEW {db}.{name} AS {view_sql(name, db)}")
+            # A view made by an earlier pea-spark, with another definition, is replaced.
+            text = view_sql(name, db)
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            if _view_digest(spark, f"{db}.{name}") != digest:
+                try:
+                    spark.sql(f"CREATE OR REPLACE VIEW {db}.{name} "
+                              f"TBLPROPERTIES ('{_DIGEST_PROPERTY}' = '{digest}') AS {text}")
+                except AnalysisException as error:
+                    # A table written by an earlier pea-spark can lack a column, such as
+                    # predictions.label, which the next write of that stage adds.
+                    logger.warning("view %s.%s is not created: %s. Run the stage that writes "
+                                   "%s again.", db, name, str(error).splitlines()[0],
+                                   " and ".join(sources))
+                    spark.sql(f"DROP VIEW IF EXISTS {db}.{name}")
+                    continue
             created.append(name)
         else:
             spark.sql(f"DROP VIEW IF EXISTS {db}.{name}")

@@ -21,7 +21,14 @@ from pea_spark.explain import explain
 from pea_spark.score import load_flows, score, score_flows
 from pea_spark.session import read_table, table_path
 from pea_spark.split import assign_splits, labelled_flows
-from tests.conftest import ML_FILE, make_config, run_pea, write_subset
+from tests.conftest import (
+    ML_FILE,
+    WEB_FILE,
+    copy_trained_tables,
+    make_config,
+    run_pea,
+    write_subset,
+)
 
 TEST_FRACTION_TOLERANCE = 0.01
 
@@ -271,3 +278,56 @@ def test_explain_fewer_features_replaces_ranks(spark, pipeline, real_subset):
     ranks = (read_table(spark, config, "explanations").join(chosen, "flow_key")
              .groupBy("rank").count().collect())
     assert {r["rank"]: r["count"] for r in ranks} == {1: result["flows"], 2: result["flows"]}
+
+
+def test_changed_file_scored_again_keeps_labels_and_explanations_in_step(
+        spark, trained_subset, real_data, tmp_path, caplog):
+    from pea_spark.clean import clean
+    from pea_spark.ingest import ingest
+    from pea_spark.session import register_tables
+
+    source, _ = trained_subset
+    config = make_config(tmp_path / "wh")
+    copy_trained_tables(source, config)
+    register_tables(spark, config)
+    capture = tmp_path / "capture.csv"
+    lines_written = write_subset(real_data / WEB_FILE, capture, stride=24)
+    ingest(spark, config, [capture])
+    clean(spark, config)
+    score(spark, config)
+    explain(spark, config)
+    path = str(capture.resolve())
+    before = read_table(spark, config, "predictions").filter(
+        F.col("source_file") == path).toPandas()
+    assert before["is_attack_predicted"].sum() > 0
+    assert read_table(spark, config, "explanations").join(
+        spark.createDataFrame(before[["flow_key"]]), "flow_key").count() > 0
+
+    # The same lines in reverse order: data line k now holds what line N + 3 - k held.
+    lines = capture.read_bytes().splitlines(keepends=True)
+    capture.write_bytes(lines[0] + b"".join(reversed(lines[1:])))
+    assert score(spark, config, [capture])["scored"] == lines_written
+
+    after = read_table(spark, config, "predictions").filter(
+        F.col("source_file") == path).toPandas().set_index("line_number")
+    mirrored = before.assign(line_number=lines_written + 3 - before["line_number"])
+    mirrored = mirrored.set_index("line_number")
+    assert len(after) == lines_written
+    assert after.loc[mirrored.index, "label"].tolist() == mirrored["label"].tolist()
+    assert after.loc[mirrored.index, "attack_probability"].tolist() == pytest.approx(
+        mirrored["attack_probability"].tolist(), abs=1e-6)
+    keys = spark.createDataFrame(after.reset_index()[["flow_key", "attack_probability"]])
+    assert read_table(spark, config, "explanations").join(keys, "flow_key").count() == 0
+
+    with caplog.at_level("WARNING", logger="pea_spark.explain"):
+        assert explain(spark, config)["flows"] == 0
+    assert f"silver: {path}. Explain them with --input" in caplog.text
+
+    explained = explain(spark, config, [capture])
+    assert explained["flows"] == int(after["is_attack_predicted"].sum())
+    pairs = (read_table(spark, config, "explanations").filter("rank = 1")
+             .join(keys.withColumnRenamed("attack_probability", "scored"), "flow_key")
+             .select("attack_probability", "scored").toPandas())
+    assert len(pairs) == explained["flows"]
+    assert pairs["attack_probability"].tolist() == pytest.approx(pairs["scored"].tolist(),
+                                                                 abs=1e-6)
