@@ -6,7 +6,9 @@ import csv
 import datetime
 import decimal
 import json
+import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -17,7 +19,8 @@ from pea_spark.config import PeaConfig
 from pea_spark.session import TABLE_WRITERS, TABLES
 from pea_spark.views import VIEW_SOURCES
 
-__all__ = ["FORMATS", "QueryError", "format_table", "run_query", "describe_error"]
+__all__ = ["FORMATS", "QueryError", "format_table", "display_width", "run_query",
+           "describe_error"]
 
 FORMATS = ("table", "csv", "json")
 # Rows the table format prints when --limit is not given; csv and json print all rows.
@@ -80,7 +83,8 @@ def run_query(spark: SparkSession, config: PeaConfig, query: str, output: TextIO
         writer.writerows([["" if v is None else _text(v) for v in row] for row in rows])
     else:
         for row in rows:
-            output.write(json.dumps(_plain(row.asDict(recursive=True)), ensure_ascii=False))
+            output.write(json.dumps(_plain(row.asDict(recursive=True)), ensure_ascii=False,
+                                    allow_nan=False))
             output.write("\n")
     return total
 
@@ -98,16 +102,30 @@ def format_table(columns: Sequence[str], rows: Sequence[Row]) -> str:
     """
     cells = [[_cell(value) for value in row] for row in rows]
     numeric = [_is_numeric([row[i] for row in rows]) for i in range(len(columns))]
-    widths = [max([len(name), *(len(r[i]) for r in cells)]) for i, name in enumerate(columns)]
+    widths = [max([display_width(name), *(display_width(r[i]) for r in cells)])
+              for i, name in enumerate(columns)]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+\n"
 
     def line(values: Sequence[str], align: Sequence[bool]) -> str:
-        padded = [v.rjust(w) if right else v.ljust(w)
-                  for v, w, right in zip(values, widths, align, strict=True)]
+        padded = []
+        for value, width, right in zip(values, widths, align, strict=True):
+            fill = " " * (width - display_width(value))
+            padded.append(fill + value if right else value + fill)
         return "| " + " | ".join(padded) + " |\n"
 
     body = "".join(line(r, numeric) for r in cells)
     return rule + line(columns, [False] * len(columns)) + rule + body + rule
+
+
+def display_width(text: str) -> int:
+    """Terminal columns that ``text`` takes: 2 for East Asian wide and full-width
+    characters, 0 for combining marks and zero-width characters, 1 for others."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
 
 
 def _is_numeric(values: list[Any]) -> bool:
@@ -129,6 +147,9 @@ def _text(value: Any) -> str:
         return value.isoformat(sep=" ")
     if isinstance(value, datetime.date):
         return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        # Spark's spelling, which its CSV reader reads back.
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, (decimal.Decimal, int, float, str)):
         return str(value)
     if isinstance(value, (bytes, bytearray)):
@@ -138,7 +159,7 @@ def _text(value: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """Convert nested rows, dates and decimals into values that json.dumps accepts."""
+    """Convert nested rows, dates, decimals and non-finite doubles into strict JSON values."""
     if isinstance(value, Row):
         value = value.asDict(recursive=True)
     if isinstance(value, dict):
@@ -147,8 +168,9 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, (datetime.date, decimal.Decimal, bytes, bytearray)):
         return _text(value)
-    if isinstance(value, float) and value != value:
-        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        # Strict JSON has no NaN or Infinity; strings keep them apart from NULL.
+        return _text(value)
     return value
 
 
