@@ -94,13 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "explain_instance per flow, for comparison")
     sql = add("sql", "run a Spark SQL query over the tables and views and print the rows")
     sql.add_argument("query", help='for example "SELECT * FROM pea.predictions LIMIT 5"')
-    sql.add_argument("--limit", type=int, metavar="N",
+    sql.add_argument("--limit", type=_row_limit, metavar="N",
                      help="rows to print, 0 for all (default: 50 for --format table, all "
                           "for csv and json)")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table",
                      dest="output_format",
                      help="table: aligned columns and a row count (the default); csv: with a "
-                          "header line; json: one JSON object per line")
+                          "header line; json: one JSON object per line, with NaN and "
+                          "infinite doubles as the strings \"NaN\", \"Infinity\" and "
+                          "\"-Infinity\"")
     serve = add("serve-sql", "serve the tables and views over JDBC/ODBC with Spark's Thrift "
                              "server until Ctrl-C or SIGTERM")
     serve.add_argument("--host", default="127.0.0.1",
@@ -122,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
     example.add_argument("--rows", type=int, default=6000, help="flows to write (default: 6000)")
     return parser
+
+
+def _row_limit(text: str) -> int:
+    """argparse type of ``pea sql --limit``: 0 for all rows, or a positive count."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid row count {text!r}: expected 0 (all rows) "
+                                         f"or a positive whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid row count {value}: expected 0 (all rows) "
+                                         f"or a positive whole number")
+    return value
 
 
 def configure_logging(quiet: bool) -> None:
@@ -186,10 +201,12 @@ def _dispatch(args: argparse.Namespace, config: PeaConfig) -> None:
         _cluster(args.action, args.output, config)
         return
     if args.command == "serve-sql":
-        from pea_spark.thrift import check_port_free, server_spark_conf
+        from pea_spark.thrift import check_pid_file, check_port_free, server_spark_conf
 
         # Fail before the SparkSession starts, which takes seconds.
         check_port_free(args.host, args.port)
+        if args.pid_file is not None:
+            check_pid_file(args.pid_file)
         conf = {**config.spark.conf, **server_spark_conf(args.host, args.port)}
         config = dataclasses.replace(config, spark=dataclasses.replace(config.spark, conf=conf))
     from pea_spark.session import create_session
@@ -272,14 +289,16 @@ def _cluster(action: str, output: str, config: PeaConfig) -> None:
         print(f"stopped {len(stopped)} daemons" + (f" (pids {', '.join(map(str, stopped))})"
                                                    if stopped else ""))
         return
+    mismatch = cluster.master_mismatch(settings, config.spark.master)
+    if mismatch:
+        logger.warning("cluster: %s", mismatch)
     daemons = (cluster.start_cluster(settings) if action == "start"
                else cluster.cluster_status(settings))
-    webui = (f"http://{settings.host}:{settings.master_webui_port}"
-             if settings.master_webui_port else "on a free port (its URL is in master.log)")
-    print(f"master {cluster.master_url(settings)}, web UI {webui}")
+    print(f"master {cluster.master_url(settings)}")
     for daemon in daemons:
         state = "running" if daemon.running else "stopped"
-        print(f"  {daemon.name:<10} {state:<8} pid {daemon.pid or '-':<8} log {daemon.log}")
+        print(f"  {daemon.name:<10} {state:<8} pid {daemon.pid or '-':<8} "
+              f"web UI {daemon.web_ui or '-':<24} log {daemon.log}")
 
 
 def _report(spark: Any, config: PeaConfig, output: str | None, version: int | None) -> dict:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,7 +37,8 @@ from pathlib import Path
 from pea_spark.config import ClusterSettings
 
 __all__ = ["ClusterError", "DaemonStatus", "build_package", "cluster_status",
-           "master_url", "processes_under", "rank_process", "start_cluster", "stop_cluster"]
+           "master_mismatch", "master_url", "processes_under", "rank_process", "start_cluster",
+           "stop_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 # Lines the daemons log once they are ready (Spark 4.0).
 MASTER_READY = "I have been elected leader"
 WORKER_READY = "Successfully registered with master"
+# Spark 4.0 logs "Bound MasterWebUI to HOST, and started at http://NAME:PORT".
+_WEB_UI_LINE = re.compile(r"Bound \w*WebUI to \S+, and started at https?://[^\s:/]+:(\d+)")
 # Seconds a daemon's process group gets to exit after SIGTERM before SIGKILL.
 STOP_GRACE_S = 15.0
 
@@ -61,6 +65,7 @@ class DaemonStatus:
     pid: int | None
     running: bool
     log: Path
+    web_ui: str | None = None
 
 
 def master_url(settings: ClusterSettings) -> str:
@@ -132,6 +137,19 @@ def _check_ports(settings: ClusterSettings) -> None:
     if settings.worker_webui_port:
         ports += [("cluster.worker_webui_port", settings.worker_webui_port + i)
                   for i in range(settings.workers)]
+    # Spark would move a second web UI to the next free port without a word, and a
+    # master port shared with a UI fails later with a less clear error.
+    owners: dict[int, str] = {}
+    for key, port in ports:
+        if port and port in owners:
+            worker_note = (f" (worker N's web UI takes cluster.worker_webui_port + N - 1, "
+                           f"ports {settings.worker_webui_port} to "
+                           f"{settings.worker_webui_port + settings.workers - 1})"
+                           if "worker" in key + owners[port] else "")
+            raise ClusterError(f"{owners[port]} and {key} both give port {port}{worker_note}: "
+                               f"choose ports that do not overlap, for example "
+                               f"--set {key}={max(p for _, p in ports) + 1}")
+        owners.setdefault(port, key)
     for key, port in ports:
         if port and not _port_free(settings.host, port):
             raise ClusterError(
@@ -307,15 +325,39 @@ def _stop_group(name: str, pgid: int) -> None:
     logger.info("cluster: stopped %s (pid %d)", name, pgid)
 
 
+def _web_ui(settings: ClusterSettings, log: Path) -> str | None:
+    """URL of the web UI that the daemon writing ``log`` started last, from its log.
+
+    The log names the port that the UI was bound to, which is the only record of
+    it when the setting is 0 (any free port).
+    """
+    if not log.is_file():
+        return None
+    found = _WEB_UI_LINE.findall(log.read_text(errors="replace"))
+    return f"http://{settings.host}:{found[-1]}" if found else None
+
+
 def cluster_status(settings: ClusterSettings) -> list[DaemonStatus]:
-    """Return the master's and each worker's pid, log and whether it runs."""
+    """Return the master's and each worker's pid, log, web UI and whether it runs."""
     folder = _folder(settings)
     daemons = []
     for name, main_class in _daemons(settings):
         pid = _read_pid(folder / f"{name}.pid")
-        daemons.append(DaemonStatus(name, pid, pid is not None and _runs_class(pid, main_class),
-                                    folder / "logs" / f"{name}.log"))
+        running = pid is not None and _runs_class(pid, main_class)
+        log = folder / "logs" / f"{name}.log"
+        daemons.append(DaemonStatus(name, pid, running, log,
+                                    _web_ui(settings, log) if running else None))
     return daemons
+
+
+def master_mismatch(settings: ClusterSettings, spark_master: str) -> str | None:
+    """Say how to fix ``spark.master`` when it names another standalone master than this
+    cluster's, or return None. ``pea`` commands of the profile would not reach the cluster."""
+    url = master_url(settings)
+    if not spark_master.startswith("spark://") or spark_master == url:
+        return None
+    return (f"spark.master is {spark_master}, but this cluster's master is {url}: pea commands "
+            f"with these settings would not reach it; add --set spark.master={url}")
 
 
 def rank_process() -> dict:

@@ -67,6 +67,21 @@ def check_port_free(host: str, port: int) -> None:
             raise ValueError(_port_message(host, port, error.strerror)) from None
 
 
+def check_pid_file(pid_file: str | Path) -> None:
+    """Raise ValueError when ``pid_file`` cannot be written, before the server starts."""
+    path = Path(pid_file)
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"--pid-file {path} is a folder: give a file name, such as "
+                         f"{path / 'serve-sql.pid'}")
+    if not folder.is_dir():
+        raise ValueError(f"--pid-file {path}: folder {folder} does not exist; create it first "
+                         f"(mkdir -p {folder})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--pid-file {path}: folder {folder} is not writable by this user; "
+                         f"choose a folder you can write to")
+
+
 def _port_message(host: str, port: int, reason: str | None) -> str:
     return (f"cannot listen on {host}:{port}: {reason or 'address already in use'}; stop the "
             f"process that listens there, or choose another port with --port")
@@ -92,6 +107,8 @@ def serve_sql(spark: SparkSession, config: PeaConfig, host: str, port: int,
         Called with one line once the server accepts connections.
     """
     check_port_free(host, port)
+    if pid_file is not None:
+        check_pid_file(pid_file)
     registered = register_tables(spark, config)
     expected = server_spark_conf(host, port)
     wrong = {key: spark.conf.get(key, None) for key, value in expected.items()

@@ -65,3 +65,9 @@ def test_cli_sql_missing_table_names_stage(tmp_path):
     assert "run `pea score` first" in result.stderr
     assert "Traceback" not in result.stderr
     assert "\tat org.apache" not in result.stderr
+
+
+def test_cli_sql_negative_limit_rejected(tmp_path):
+    result = run_pea("--warehouse", str(tmp_path / "wh"), "sql", "SELECT 1", "--limit", "-1")
+    assert result.returncode == 2
+    assert "argument --limit: invalid row count -1: expected 0 (all rows)" in result.stderr

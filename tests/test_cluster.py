@@ -31,7 +31,11 @@ pytestmark = pytest.mark.timeout(2400)
 
 VENV_BIN = Path(sys.executable).parent
 # Settings that keep each stage short on two one-core workers.
-FAST_SETTINGS = ["train.epochs=1", "explain.num_samples=200", "explain.num_features=5"]
+FAST_SETTINGS = ["train.epochs=1", "explain.num_samples=200", "explain.num_features=5",
+                 "split.folds=3", "crossval.ablation=false"]
+# The stages after ingest, in the order of the README's cluster section.
+CLUSTER_JOBS = ["clean", "select_features", "split", "train", "evaluate", "crossval", "report",
+                "score", "explain"]
 # Seconds the worker-loss test waits for the executor it kills to start scoring.
 KILL_WAIT_S = 600
 
@@ -139,6 +143,35 @@ def test_cluster_start_rejects_address_of_other_host(tmp_path: Path):
     assert "set cluster.host to an address of this machine" in result.stderr
 
 
+def test_cluster_start_rejects_overlapping_ports(tmp_path: Path):
+    cases = {
+        ("cluster.master_webui_port=8082", "cluster.worker_webui_port=8081"):
+            "cluster.master_webui_port and cluster.worker_webui_port both give port 8082",
+        ("cluster.master_port=7077", "cluster.master_webui_port=7077"):
+            "cluster.master_port and cluster.master_webui_port both give port 7077",
+    }
+    for settings, message in cases.items():
+        options = ["--set", f"cluster.folder={tmp_path}"]
+        for setting in settings:
+            options += ["--set", setting]
+        result = cluster_pea(options, "cluster", "start")
+        assert result.returncode == 2, settings
+        assert message in result.stderr
+        assert "choose ports that do not overlap" in result.stderr
+        assert not list(tmp_path.glob("*.pid"))
+
+
+def test_cluster_status_names_master_setting_that_misses_cluster(tmp_path: Path):
+    options = ["--set", f"cluster.folder={tmp_path}", "--set", "cluster.master_port=7177"]
+    result = cluster_pea(options, "cluster", "status")
+
+    assert result.returncode == 0
+    assert ("spark.master is spark://127.0.0.1:7077, but this cluster's master is "
+            "spark://127.0.0.1:7177") in result.stderr
+    assert "add --set spark.master=spark://127.0.0.1:7177" in result.stderr
+    assert [line.split()[1] for line in result.stdout.splitlines()[1:]] == ["stopped"] * 3
+
+
 def test_cluster_start_runs_master_and_two_workers(cluster: Cluster):
     status = cluster_pea(cluster.options, "cluster", "status")
     lines = [line.split() for line in status.stdout.splitlines()[1:]]
@@ -147,6 +180,12 @@ def test_cluster_start_runs_master_and_two_workers(cluster: Cluster):
     assert [line[0] for line in lines] == ["master", "worker-1", "worker-2"]
     assert {line[1] for line in lines} == {"running"}
     assert (cluster.folder / "logs" / "master.log").is_file()
+    # The workers' web UIs are on free ports (0), which only their logs name.
+    webui_port = next(o.split("=")[1] for o in cluster.options if "master_webui_port" in o)
+    urls = [line[line.index("UI") + 1] for line in lines]
+    assert urls[0] == f"http://127.0.0.1:{webui_port}"
+    assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+", url) for url in urls[1:]), urls
+    assert len(set(urls)) == 3
 
 
 def test_cluster_start_rejects_port_in_use(cluster: Cluster):
@@ -159,12 +198,29 @@ def test_cluster_start_rejects_port_in_use(cluster: Cluster):
     assert "--set cluster.master_port=N" in result.stderr
 
 
+def readme_cluster_block() -> str:
+    """The bash block of the README's "Run on a Spark cluster" section."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Run on a Spark cluster", 1)[1].split("\n## ", 1)[0]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_cluster_section_runs_the_tested_jobs():
+    block = readme_cluster_block()
+    loop = re.search(r"^for job in (.+); do$", block, re.MULTILINE)
+    assert loop and loop.group(1).split() == CLUSTER_JOBS
+    assert "--packages io.delta:delta-spark_2.13:4.0.1 --py-files dist/pea_spark.zip" in block
+    assert delta_package() == "io.delta:delta-spark_2.13:4.0.1"
+    for setting in ["split.folds=3", "crossval.ablation=false"]:
+        assert f"--set {setting}" in block and setting in FAST_SETTINGS
+    assert "pea serve-sql --port 10000 --pid-file cluster/serve-sql.pid" in block
+    assert "beeline -u jdbc:hive2://127.0.0.1:10000" in block
+
+
 def test_pipeline_stages_on_cluster(cluster: Cluster, spark, real_subset: Path):
     spark_submit(cluster, "ingest", "--input", str(real_subset))
-    for job in ["clean", "select_features", "split", "train"]:
-        spark_submit(cluster, job)
-    scored = spark_submit(cluster, "score")
-    spark_submit(cluster, "explain")
+    runs = {job: spark_submit(cluster, job) for job in CLUSTER_JOBS}
+    scored = runs["score"]
 
     loaded = read_delta(spark, cluster, "ingest_audit").agg({"rows_loaded": "sum"}).first()[0]
     silver = read_delta(spark, cluster, "silver").count()
@@ -179,6 +235,14 @@ def test_pipeline_stages_on_cluster(cluster: Cluster, spark, real_subset: Path):
     assert explained.join(attacks, "flow_key").count() == attacks.count()
     # spark-submit's PythonRunner sends the Python driver's stderr to stdout.
     assert "using spark-submit's master " + cluster.master in scored.stdout
+    version = predictions.first()["model_version"]
+    metrics = read_delta(spark, cluster, "metrics").filter(f"model_version = {version}")
+    assert {r["model"] for r in metrics.select("model").distinct().collect()} >= {"cnn_lstm"}
+    folds = read_delta(spark, cluster, "cv_metrics").filter(f"model_version = {version}")
+    assert sorted(r["fold"] for r in folds.select("fold").distinct().collect()) == [0, 1, 2]
+    assert {r["smote"] for r in folds.select("smote").distinct().collect()} == {True}
+    report = cluster.warehouse / "pea" / "_reports" / f"v{version}" / "report.html"
+    assert report.is_file() and report.stat().st_size > 100_000
 
 
 def test_train_ranks_ran_in_two_executors(cluster: Cluster):

@@ -188,3 +188,19 @@ def test_serve_sql_port_taken(tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "choose another port with --port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_sql_pid_file_checked_before_spark(tmp_path):
+    cases = {
+        str(tmp_path / "missing" / "serve.pid"): f"folder {tmp_path / 'missing'} does not exist",
+        str(tmp_path): "is a folder: give a file name",
+    }
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for pid_file, message in cases.items():
+        result = run_pea("--warehouse", str(tmp_path / "wh"), "serve-sql", "--port", str(port),
+                         "--pid-file", pid_file, timeout=120)
+        assert result.returncode == 2, pid_file
+        assert message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
