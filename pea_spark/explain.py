@@ -233,7 +233,7 @@ def choose_flows(spark: SparkSession, config: PeaConfig, flows: DataFrame,
                  artifact: ModelArtifact, from_files: bool = False) -> DataFrame:
     """Select the flows to explain by ``explain.flows``: attacks, all, or a sample.
 
-    ``from_files`` says that ``flows`` come from CSV inputs rather than silver.
+    ``from_files`` is true when ``flows`` come from CSV inputs rather than silver.
     """
     mode = config.explain.flows
     if mode == "all":
@@ -247,7 +247,7 @@ def choose_flows(spark: SparkSession, config: PeaConfig, flows: DataFrame,
         # and was scored again would be matched with the new lines' predictions.
         stale = stale_files(spark, config, artifact.version)
         if stale:
-            logger.warning("explain: %d files were scored after they changed and silver holds "
+            logger.warning("explain: %d files were scored after they changed and silver contains "
                            "their earlier content, so their flows are not explained from "
                            "silver: %s. Explain them with --input, or ingest them again.",
                            len(stale), ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""))

@@ -147,9 +147,11 @@ def _text(value: Any) -> str:
         return value.isoformat(sep=" ")
     if isinstance(value, datetime.date):
         return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and math.isnan(value):
         # Spark's spelling, which its CSV reader reads back.
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        return "NaN"
+    if isinstance(value, float) and math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, (decimal.Decimal, int, float, str)):
         return str(value)
     if isinstance(value, (bytes, bytearray)):
@@ -169,7 +171,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (datetime.date, decimal.Decimal, bytes, bytearray)):
         return _text(value)
     if isinstance(value, float) and not math.isfinite(value):
-        # Strict JSON has no NaN or Infinity; strings keep them apart from NULL.
+        # Strict JSON has no NaN or Infinity; strings keep them distinct from NULL.
         return _text(value)
     return value
 

@@ -170,7 +170,7 @@ def _scored_hashes(spark: SparkSession, config: PeaConfig, version: int) -> dict
 def stale_files(spark: SparkSession, config: PeaConfig, version: int) -> list[str]:
     """Files that model ``version`` last scored with content other than what ingest loaded.
 
-    Their predictions are of the newer lines, while silver still holds the
+    Their predictions are of the newer lines, while silver still contains the
     ingested ones under the same flow keys, so silver flows of these files must
     not be matched with their predictions.
     """

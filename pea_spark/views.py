@@ -109,7 +109,7 @@ def view_sql(name: str, db: str) -> str:
 
 
 def _view_digest(spark: SparkSession, name: str) -> str | None:
-    """The definition digest stored on view ``name``, or None when it does not exist."""
+    """Return the definition digest stored on view ``name``, or None when it does not exist."""
     if not spark.catalog.tableExists(name):
         return None
     rows = spark.sql(f"SHOW TBLPROPERTIES {name}").collect()

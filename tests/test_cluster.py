@@ -212,7 +212,8 @@ def test_readme_cluster_section_runs_the_tested_jobs():
     assert "--packages io.delta:delta-spark_2.13:4.0.1 --py-files dist/pea_spark.zip" in block
     assert delta_package() == "io.delta:delta-spark_2.13:4.0.1"
     for setting in ["split.folds=3", "crossval.ablation=false"]:
-        assert f"--set {setting}" in block and setting in FAST_SETTINGS
+        assert f"--set {setting}" in block
+        assert setting in FAST_SETTINGS
     assert "pea serve-sql --port 10000 --pid-file cluster/serve-sql.pid" in block
     assert "beeline -u jdbc:hive2://127.0.0.1:10000" in block
 
@@ -242,7 +243,8 @@ def test_pipeline_stages_on_cluster(cluster: Cluster, spark, real_subset: Path):
     assert sorted(r["fold"] for r in folds.select("fold").distinct().collect()) == [0, 1, 2]
     assert {r["smote"] for r in folds.select("smote").distinct().collect()} == {True}
     report = cluster.warehouse / "pea" / "_reports" / f"v{version}" / "report.html"
-    assert report.is_file() and report.stat().st_size > 100_000
+    assert report.is_file()
+    assert report.stat().st_size > 100_000
 
 
 def test_train_ranks_ran_in_two_executors(cluster: Cluster):

@@ -280,7 +280,7 @@ def test_explain_fewer_features_replaces_ranks(spark, pipeline, real_subset):
     assert {r["rank"]: r["count"] for r in ranks} == {1: result["flows"], 2: result["flows"]}
 
 
-def test_changed_file_scored_again_keeps_labels_and_explanations_in_step(
+def test_score_changed_file_replaces_labels_and_explanations(
         spark, trained_subset, real_data, tmp_path, caplog):
     from pea_spark.clean import clean
     from pea_spark.ingest import ingest
@@ -303,7 +303,7 @@ def test_changed_file_scored_again_keeps_labels_and_explanations_in_step(
     assert read_table(spark, config, "explanations").join(
         spark.createDataFrame(before[["flow_key"]]), "flow_key").count() > 0
 
-    # The same lines in reverse order: data line k now holds what line N + 3 - k held.
+    # The same lines in reverse order: data line k now contains what line N + 3 - k contained.
     lines = capture.read_bytes().splitlines(keepends=True)
     capture.write_bytes(lines[0] + b"".join(reversed(lines[1:])))
     assert score(spark, config, [capture])["scored"] == lines_written
