@@ -71,6 +71,13 @@ def run_query(spark: SparkSession, config: PeaConfig, query: str, output: TextIO
     except PySparkException as error:
         raise QueryError(describe_error(error, config)) from None
     columns = df.columns
+    if fmt == "json":
+        repeated = sorted({name for name in columns if columns.count(name) > 1})
+        if repeated:
+            # A JSON object keeps one value per key, so the others would be lost.
+            raise QueryError(f"the query returns more than one column named "
+                             f"{', '.join(repeated)}, which JSON objects cannot hold: give "
+                             f"each column its own name with AS, or use --format csv")
     if fmt == "table":
         output.write(format_table(columns, rows))
         if total > len(rows):
@@ -134,10 +141,23 @@ def _is_numeric(values: list[Any]) -> bool:
                                  for v in present)
 
 
+# Characters a terminal acts on instead of printing: C0 and C1 controls, DEL, and the
+# Unicode line and paragraph separators. The table format writes them escaped.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
-    return _text(value).replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return _CONTROL.sub(_escape, _text(value))
 
 
 def _text(value: Any) -> str:
@@ -156,8 +176,26 @@ def _text(value: Any) -> str:
         return str(value)
     if isinstance(value, (bytes, bytearray)):
         return value.hex()
-    plain = _plain(value.asDict(recursive=True) if isinstance(value, Row) else value)
-    return json.dumps(plain, ensure_ascii=False)
+    if isinstance(value, datetime.timedelta):
+        return _interval(value)
+    if isinstance(value, (Row, dict, list, tuple)):
+        plain = _plain(value.asDict(recursive=True) if isinstance(value, Row) else value)
+        return json.dumps(plain, ensure_ascii=False, allow_nan=False)
+    if hasattr(value, "toJson"):
+        # A VARIANT value (parse_json), written as its JSON text.
+        return value.toJson()
+    return str(value)
+
+
+def _interval(value: datetime.timedelta) -> str:
+    """Write a day-time interval as Spark SQL does: ``INTERVAL 'D HH:MM:SS' DAY TO SECOND``."""
+    sign = "-" if value < datetime.timedelta(0) else ""
+    total = abs(value)
+    hours, rest = divmod(total.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    fraction = f".{total.microseconds:06d}".rstrip("0").rstrip(".") if total.microseconds else ""
+    return (f"INTERVAL '{sign}{total.days} {hours:02d}:{minutes:02d}:{seconds:02d}{fraction}' "
+            f"DAY TO SECOND")
 
 
 def _plain(value: Any) -> Any:
@@ -165,11 +203,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Row):
         value = value.asDict(recursive=True)
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {_text(k) if k is not None else "null": _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, (datetime.date, decimal.Decimal, bytes, bytearray)):
+    if isinstance(value, (datetime.date, datetime.timedelta, decimal.Decimal, bytes, bytearray)):
         return _text(value)
+    if hasattr(value, "toJson"):
+        return json.loads(value.toJson())
     if isinstance(value, float) and not math.isfinite(value):
         # Strict JSON has no NaN or Infinity; strings keep them distinct from NULL.
         return _text(value)

@@ -243,6 +243,39 @@ def test_run_query_non_finite_doubles(spark, tmp_path):
     assert cells == ["NaN", "Infinity", "-Infinity", "NULL"]
 
 
+def test_format_table_escapes_control_characters():
+    from pyspark.sql import Row
+
+    text = format_table(["label"], [Row(label="\x1b[2J\x1b[31mEVIL\x07 a\u2028b\x85")])
+    assert text.splitlines()[3] == "| \\x1b[2J\\x1b[31mEVIL\\x07 a\\u2028b\\x85 |"
+
+
+def test_run_query_json_rejects_repeated_column_names(spark, tmp_path):
+    config = make_config(tmp_path / "wh")
+    with pytest.raises(QueryError) as raised:
+        run_query(spark, config, "SELECT 1 AS a, 2 AS a, 3 AS b", io.StringIO(), fmt="json")
+    assert "more than one column named a" in str(raised.value)
+    assert "give each column its own name with AS" in str(raised.value)
+    as_csv = io.StringIO()
+    run_query(spark, config, "SELECT 1 AS a, 2 AS a", as_csv, fmt="csv")
+    assert as_csv.getvalue() == "a,a\n1,2\n"
+
+
+def test_run_query_intervals_and_variants(spark, tmp_path):
+    config = make_config(tmp_path / "wh")
+    query = ("SELECT INTERVAL '1 02:03:04.5' DAY TO SECOND AS took, "
+             "parse_json('{\"ports\": [80, 443]}') AS doc, map(true, 1) AS flags")
+    as_json, as_table = io.StringIO(), io.StringIO()
+    run_query(spark, config, query, as_json, fmt="json")
+    run_query(spark, config, query, as_table)
+    assert json.loads(as_json.getvalue()) == {
+        "took": "INTERVAL '1 02:03:04.5' DAY TO SECOND", "doc": {"ports": [80, 443]},
+        "flags": {"true": 1}}
+    cells = [cell.strip() for cell in as_table.getvalue().splitlines()[3].split("|")[1:4]]
+    assert cells == ["INTERVAL '1 02:03:04.5' DAY TO SECOND", '{"ports":[80,443]}',
+                     '{"true": 1}']
+
+
 def test_run_query_missing_table_names_stage(spark, tmp_path):
     config = make_config(tmp_path / "wh")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {config.database}")
