@@ -68,9 +68,19 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def check_pid_file(pid_file: str | Path) -> None:
-    """Raise ValueError when ``pid_file`` cannot be written, before the server starts."""
+    """Raise ValueError when ``pid_file`` cannot be written or names a running server,
+    before the server starts. A pid file left by a server that no longer runs is removed.
+    """
     path = Path(pid_file)
     folder = path.parent
+    if path.is_file():
+        text = path.read_text(errors="replace").strip()
+        pid = int(text) if text.isdigit() else None
+        if pid is not None and pid != os.getpid() and _runs_serve_sql(pid):
+            raise ValueError(f"--pid-file {path} names pea serve-sql (pid {pid}), which still "
+                             f"runs: stop it first (kill {pid}), or give another --pid-file")
+        logger.info("serve-sql: removing %s, left by a server that no longer runs", path)
+        path.unlink()
     if path.is_dir():
         raise ValueError(f"--pid-file {path} is a folder: give a file name, such as "
                          f"{path / 'serve-sql.pid'}")
@@ -80,6 +90,22 @@ def check_pid_file(pid_file: str | Path) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"--pid-file {path}: folder {folder} is not writable by this user; "
                          f"choose a folder you can write to")
+
+
+def _runs_serve_sql(pid: int) -> bool:
+    """Tell whether process ``pid`` runs ``pea serve-sql`` (so the pid is not reused)."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"serve-sql" in arguments
+
+
+def _reads_pid(path: Path, pid: int) -> bool:
+    try:
+        return path.read_text().strip() == str(pid)
+    except OSError:
+        return False
 
 
 def _port_message(host: str, port: int, reason: str | None) -> str:
@@ -146,7 +172,8 @@ def serve_sql(spark: SparkSession, config: PeaConfig, host: str, port: int,
             logger.info("serve-sql: stopping on a signal")
         finally:
             server.stop()
-            if pid_file is not None:
+            # Another server may have taken over the file since; leave its pid alone.
+            if pid_file is not None and _reads_pid(Path(pid_file), os.getpid()):
                 Path(pid_file).unlink(missing_ok=True)
             logger.info("serve-sql: stopped after %.1f s", time.monotonic() - start)
     finally:

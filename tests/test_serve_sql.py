@@ -158,6 +158,26 @@ def test_serve_sql_lists_tables_and_views(explained_subset, server):
             "attack_top_features_by_file", "attack_top_features_by_day"} <= names
 
 
+def test_serve_sql_rejects_pid_file_of_running_server(explained_subset, server):
+    running, _, pid_file = server
+    result = run_pea("--warehouse", str(explained_subset.warehouse_path), "serve-sql",
+                     "--port", str(_free_port()), "--pid-file", str(pid_file), timeout=120)
+    assert result.returncode == 2
+    assert f"names pea serve-sql (pid {running.process.pid}), which still runs" in result.stderr
+    assert pid_file.read_text().strip() == str(running.process.pid)
+
+
+def test_check_pid_file_removes_file_of_stopped_server(tmp_path):
+    from pea_spark.thrift import check_pid_file
+
+    stopped = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                             capture_output=True, text=True, check=True)
+    pid_file = tmp_path / "serve.pid"
+    pid_file.write_text(stopped.stdout)
+    check_pid_file(pid_file)
+    assert not pid_file.exists()
+
+
 def test_serve_sql_stops_on_sigterm(server):
     running, port, pid_file = server
     pid = running.process.pid
