@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Spark's DataFrame.take reads one row more than --limit, and takes a 32-bit count.
+MAX_ROW_LIMIT = 2**31 - 2
+
+
 def _row_limit(text: str) -> int:
     """argparse type of ``pea sql --limit``: 0 for all rows, or a positive count."""
     try:
@@ -136,6 +140,9 @@ def _row_limit(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"invalid row count {value}: expected 0 (all rows) "
                                          f"or a positive whole number")
+    if value > MAX_ROW_LIMIT:
+        raise argparse.ArgumentTypeError(f"invalid row count {value}: at most {MAX_ROW_LIMIT:,} "
+                                         f"(Spark's limit); use 0 for all rows")
     return value
 
 
@@ -294,7 +301,13 @@ def _cluster(action: str, output: str, config: PeaConfig) -> None:
         logger.warning("cluster: %s", mismatch)
     daemons = (cluster.start_cluster(settings) if action == "start"
                else cluster.cluster_status(settings))
-    print(f"master {cluster.master_url(settings)}")
+    url = cluster.master_url(settings)
+    running = cluster.running_master_url(settings) if daemons[0].running else None
+    if running and running != url:
+        logger.warning("cluster: the running master listens on %s, not on %s that "
+                       "cluster.host and cluster.master_port give; pass the same --set options "
+                       "that started it", running, url)
+    print(f"master {running or url}")
     for daemon in daemons:
         state = "running" if daemon.running else "stopped"
         print(f"  {daemon.name:<10} {state:<8} pid {daemon.pid or '-':<8} "

@@ -37,8 +37,8 @@ from pathlib import Path
 from pea_spark.config import ClusterSettings
 
 __all__ = ["ClusterError", "DaemonStatus", "build_package", "cluster_status",
-           "master_mismatch", "master_url", "processes_under", "rank_process", "start_cluster",
-           "stop_cluster"]
+           "master_mismatch", "master_url", "running_master_url", "processes_under",
+           "rank_process", "start_cluster", "stop_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ MASTER_READY = "I have been elected leader"
 WORKER_READY = "Successfully registered with master"
 # Spark 4.0 logs "Bound MasterWebUI to HOST, and started at http://NAME:PORT".
 _WEB_UI_LINE = re.compile(r"Bound \w*WebUI to \S+, and started at https?://[^\s:/]+:(\d+)")
+_MASTER_LINE = re.compile(r"Starting Spark master at (spark://\S+)")
 # Seconds a daemon's process group gets to exit after SIGTERM before SIGKILL.
 STOP_GRACE_S = 15.0
 
@@ -348,6 +349,15 @@ def cluster_status(settings: ClusterSettings) -> list[DaemonStatus]:
         daemons.append(DaemonStatus(name, pid, running, log,
                                     _web_ui(settings, log) if running else None))
     return daemons
+
+
+def running_master_url(settings: ClusterSettings) -> str | None:
+    """URL of the master that this cluster folder's master logged at its last start."""
+    log = _folder(settings) / "logs" / "master.log"
+    if not log.is_file():
+        return None
+    found = _MASTER_LINE.findall(log.read_text(errors="replace"))
+    return found[-1] if found else None
 
 
 def master_mismatch(settings: ClusterSettings, spark_master: str) -> str | None:

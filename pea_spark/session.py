@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import sys
 from pathlib import Path
 
@@ -80,6 +82,7 @@ def create_session(config: PeaConfig) -> SparkSession:
     submitted = submitted_master()
     builder = SparkSession.builder
     if submitted is None:
+        check_master_reachable(config.spark.master)
         builder = builder.master(config.spark.master)
     else:
         _require_delta_jars()
@@ -113,6 +116,25 @@ def create_session(config: PeaConfig) -> SparkSession:
     # An ingest killed between its commits left a journal: undo it before any stage reads.
     recover_if_abandoned(spark, config)
     return spark
+
+
+def check_master_reachable(master: str) -> None:
+    """Raise ValueError when ``master`` is a standalone master URL that nobody answers.
+
+    Spark would retry for about a minute and then fail with a Py4J traceback.
+    """
+    match = re.fullmatch(r"spark://([^:/]+):(\d+)", master)
+    if not match:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return
+    except OSError as error:
+        reason = error.strerror or str(error)
+    raise ValueError(f"no Spark master answers at {master} ({reason}): start the cluster "
+                     f"first (pea --config conf/cluster.yaml cluster start), or run locally "
+                     f"with --set spark.master=local[*]")
 
 
 def submitted_master() -> str | None:

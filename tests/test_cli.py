@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from tests.conftest import ML_FILE, run_pea, write_subset
@@ -71,3 +72,18 @@ def test_cli_sql_negative_limit_rejected(tmp_path):
     result = run_pea("--warehouse", str(tmp_path / "wh"), "sql", "SELECT 1", "--limit", "-1")
     assert result.returncode == 2
     assert "argument --limit: invalid row count -1: expected 0 (all rows)" in result.stderr
+    result = run_pea("--warehouse", str(tmp_path / "wh"), "sql", "SELECT 1", "--limit",
+                     "2147483647")
+    assert result.returncode == 2
+    assert "invalid row count 2147483647: at most 2,147,483,646" in result.stderr
+
+
+def test_cli_unreachable_master_named_before_spark_starts(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_pea("--warehouse", str(tmp_path / "wh"), "--set",
+                     f"spark.master=spark://127.0.0.1:{port}", "sql", "SELECT 1", timeout=60)
+    assert result.returncode == 2
+    assert f"no Spark master answers at spark://127.0.0.1:{port}" in result.stderr
+    assert "pea --config conf/cluster.yaml cluster start" in result.stderr
