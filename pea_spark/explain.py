@@ -33,13 +33,15 @@ from pyspark.sql import functions as F
 
 from pea_spark.artifact import ModelArtifact, predict_probabilities
 from pea_spark.config import PeaConfig
+from pea_spark.ingest import file_sha256, find_csv_files
 from pea_spark.lime_engine import BatchExplainer, Perturbations
-from pea_spark.score import load_flows, stale_files
+from pea_spark.score import check_contents, file_list, load_flows, predicted_contents
 from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.train import latest_artifact
 
 __all__ = ["build_explainer", "build_batch_explainer", "flow_random_state",
-           "perturbation_set_of", "explain_rows", "choose_flows", "explain", "ENGINES"]
+           "perturbation_set_of", "explain_rows", "choose_flows", "without_changed_files",
+           "explain", "ENGINES"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,12 +231,44 @@ def _explain_rows_batch(artifact: ModelArtifact, model: Any, raw: np.ndarray, ke
     }, columns=EXPLANATION_COLUMNS)
 
 
-def choose_flows(spark: SparkSession, config: PeaConfig, flows: DataFrame,
-                 artifact: ModelArtifact, from_files: bool = False) -> DataFrame:
-    """Select the flows to explain by ``explain.flows``: attacks, all, or a sample.
+def without_changed_files(spark: SparkSession, config: PeaConfig, flows: DataFrame,
+                          inputs: list[str | Path] | None, version: int) -> DataFrame:
+    """Drop the flows of files whose predictions by model ``version`` were made from
+    other content than ``flows`` were read from, and name those files in a warning.
 
-    ``from_files`` is true when ``flows`` come from CSV inputs rather than silver.
+    ``flow_key`` is the path and line number, so an explanation of such a line
+    would be stored next to a prediction of a different line.
     """
+    if inputs:
+        predicted = predicted_contents(spark, config, version)
+        changed = sorted(str(f) for f in find_csv_files(inputs)
+                         if str(f) in predicted and predicted[str(f)][0] != {file_sha256(f)})
+        if changed:
+            logger.warning("explain: %d input files changed after pea score scored them, so "
+                           "they are not explained: %s. Score them again first (pea score "
+                           "--input FILE).", len(changed), file_list(changed))
+    else:
+        check = check_contents(spark, config, version)
+        changed = check.files
+        if check.predictions_current:
+            logger.warning("explain: %d files were scored with --input after they changed, and "
+                           "silver contains their earlier content, so they are not explained "
+                           "from silver: %s. Explain them with --input FILE, or ingest them "
+                           "again and run pea clean.", len(check.predictions_current),
+                           file_list(check.predictions_current))
+        if check.silver_current:
+            logger.warning("explain: %d files have predictions of other content than silver, "
+                           "which matches the files now, so they are not explained until pea "
+                           "score scores them again: %s.", len(check.silver_current),
+                           file_list(check.silver_current))
+    if not changed:
+        return flows
+    return flows.filter(~F.col("source_file").isin(changed))
+
+
+def choose_flows(spark: SparkSession, config: PeaConfig, flows: DataFrame,
+                 artifact: ModelArtifact) -> DataFrame:
+    """Select the flows to explain by ``explain.flows``: attacks, all, or a sample."""
     mode = config.explain.flows
     if mode == "all":
         return flows
@@ -242,16 +276,6 @@ def choose_flows(spark: SparkSession, config: PeaConfig, flows: DataFrame,
         return flows.sample(fraction=config.explain.sample_fraction, seed=config.seed)
     predictions = read_table(spark, config, "predictions").filter(
         (F.col("model_version") == artifact.version) & (F.col("is_attack_predicted") == 1))
-    if not from_files:
-        # flow_key is the path and line number, so silver's lines of a file that changed
-        # and was scored again would be matched with the new lines' predictions.
-        stale = stale_files(spark, config, artifact.version)
-        if stale:
-            logger.warning("explain: %d files were scored after they changed and silver contains "
-                           "their earlier content, so their flows are not explained from "
-                           "silver: %s. Explain them with --input, or ingest them again.",
-                           len(stale), ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""))
-            predictions = predictions.filter(~F.col("source_file").isin(stale))
     return flows.join(predictions.select("flow_key"), "flow_key")
 
 
@@ -312,10 +336,11 @@ def explain(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | N
     """
     start = time.monotonic()
     artifact = latest_artifact(spark, config, version)
-    flows = load_flows(spark, config, inputs).select("flow_key", *artifact.features)
+    flows = without_changed_files(spark, config, load_flows(spark, config, inputs), inputs,
+                                  artifact.version).select("flow_key", *artifact.features)
     # The chosen flows are cached, so that the inputs are read once for the
     # explanations and the count of written rows.
-    chosen = choose_flows(spark, config, flows, artifact, from_files=bool(inputs)).persist()
+    chosen = choose_flows(spark, config, flows, artifact).persist()
     try:
         explained = explain_flows(chosen, artifact, config)
         _delete_explanations(spark, config, chosen, artifact.version)

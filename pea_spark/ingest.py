@@ -31,6 +31,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -389,12 +390,18 @@ class _Plan:
 
 def current_files(spark: SparkSession, config: PeaConfig) -> dict[str, str]:
     """Content hash now loaded for each source file, from the latest audit row that read it."""
+    return {path: sha for path, (sha, _) in ingested_versions(spark, config).items()}
+
+
+def ingested_versions(spark: SparkSession, config: PeaConfig) -> dict[str, tuple[str, datetime]]:
+    """Content hash now loaded for each source file, with the time it was loaded."""
     if not table_exists(config, "ingest_audit"):
         return {}
     audit = read_table(spark, config, "ingest_audit").filter(
         F.col("status").isin("new", "replaced"))
-    latest = audit.groupBy("source_file").agg(F.max_by("sha256", "ingested_at").alias("sha256"))
-    return {r["source_file"]: r["sha256"] for r in latest.collect()}
+    latest = audit.groupBy("source_file").agg(F.max_by("sha256", "ingested_at").alias("sha256"),
+                                              F.max("ingested_at").alias("ingested_at"))
+    return {r["source_file"]: (r["sha256"], r["ingested_at"]) for r in latest.collect()}
 
 
 def _plan(sources: list[CsvSource], current: dict[str, str]) -> list[_Plan]:

@@ -6,6 +6,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +23,26 @@ from pea_spark.ingest import (
     current_files,
     file_sha256,
     find_csv_files,
+    ingested_versions,
     quarantine_rows,
     read_flows,
 )
 from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.train import latest_artifact
 
-__all__ = ["load_flows", "attack_probability", "score_flows", "score", "stale_files",
-           "add_missing_columns"]
+__all__ = ["load_flows", "attack_probability", "score_flows", "score", "check_contents",
+           "predicted_contents", "with_source_sha256", "add_missing_columns", "ContentCheck",
+           "file_list"]
 
 logger = logging.getLogger(__name__)
 
-# label is the line's own label as pea clean normalises it (NULL in unlabelled captures),
-# so that analysts compare predictions with it without joining bronze.
-PREDICTION_COLUMNS = ["flow_key", "source_file", "line_number", "label", "attack_probability",
-                      "is_attack_predicted", "predicted_label", "model_version", "scored_at"]
+# source_sha256 is the SHA-256 of the file content the line was read from, so that a
+# prediction is replaced when its file changes. label is the line's own label as pea
+# clean normalises it (NULL in unlabelled captures), so that analysts compare
+# predictions with it without joining bronze.
+PREDICTION_COLUMNS = ["flow_key", "source_file", "line_number", "source_sha256", "label",
+                      "attack_probability", "is_attack_predicted", "predicted_label",
+                      "model_version", "scored_at"]
 
 
 def load_flows(spark: SparkSession, config: PeaConfig,
@@ -111,8 +118,9 @@ def score_flows(flows: DataFrame, artifact: ModelArtifact, config: PeaConfig) ->
                          f"v{artifact.version} needs")
     probability = attack_probability(artifact, config.score.batch_size)
     predicted = F.col("attack_probability") >= F.lit(artifact.threshold)
-    if "label" not in flows.columns:
-        flows = flows.withColumn("label", F.lit(None).cast("string"))
+    for column in ("label", "source_sha256"):
+        if column not in flows.columns:
+            flows = flows.withColumn(column, F.lit(None).cast("string"))
     return (
         flows.withColumn("attack_probability", probability)
         .withColumn("is_attack_predicted", predicted.cast("int"))
@@ -157,59 +165,168 @@ def add_missing_columns(df: DataFrame, config: PeaConfig, name: str) -> None:
                    ", ".join(field.name for field in missing))
 
 
-def _scored_hashes(spark: SparkSession, config: PeaConfig, version: int) -> dict[str, str]:
-    """Content hash each source file had when model ``version`` last scored it."""
-    if not table_exists(config, "scored_files"):
-        return {}
-    rows = (read_table(spark, config, "scored_files").filter(F.col("model_version") == version)
-            .groupBy("source_file").agg(F.max_by("sha256", "scored_at").alias("sha256"))
-            .collect())
-    return {r["source_file"]: r["sha256"] for r in rows}
+def with_source_sha256(flows: DataFrame, hashes: dict[str, str]) -> DataFrame:
+    """Add the ``source_sha256`` column: the content hash of each flow's source file."""
+    spark = flows.sparkSession
+    table = spark.createDataFrame(list(hashes.items()), "source_file string, source_sha256 string")
+    return flows.join(F.broadcast(table), "source_file", "left")
 
 
-def stale_files(spark: SparkSession, config: PeaConfig, version: int) -> list[str]:
-    """Files that model ``version`` last scored with content other than what ingest loaded.
+def predicted_contents(spark: SparkSession, config: PeaConfig,
+                       version: int) -> dict[str, tuple[set[str], datetime]]:
+    """For each file with predictions by model ``version``: the content hashes they were
+    made from and the time of the last one.
 
-    Their predictions are of the newer lines, while silver still contains the
-    ingested ones under the same flow keys, so silver flows of these files must
-    not be matched with their predictions.
+    Predictions written before ``source_sha256`` existed count as the hash ``""``,
+    which matches no file.
     """
-    ingested = current_files(spark, config)
-    return sorted(path for path, sha in _scored_hashes(spark, config, version).items()
-                  if path in ingested and ingested[path] != sha)
+    if not table_exists(config, "predictions"):
+        return {}
+    rows = (read_table(spark, config, "predictions").filter(F.col("model_version") == version)
+            .groupBy("source_file")
+            .agg(F.collect_set(F.coalesce(F.col("source_sha256"), F.lit(""))).alias("hashes"),
+                 F.max("scored_at").alias("scored_at"))
+            .collect())
+    return {r["source_file"]: (set(r["hashes"]), r["scored_at"]) for r in rows}
 
 
-def _delete_predictions(spark: SparkSession, config: PeaConfig, version: int,
-                        files: list[str]) -> None:
-    """Delete the predictions of ``files`` by model ``version``, and their explanations,
-    before the files are scored again.
+@dataclass
+class ContentCheck:
+    """Files whose predictions by one model version were made from other content than
+    silver's, split by which of the two matches the file now."""
 
-    The explanations go too: their flow keys (path and line number) would name the
-    new content's lines while they explain the old content.
+    predictions_current: list[str]
+    silver_current: list[str]
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(self.predictions_current + self.silver_current)
+
+
+def check_contents(spark: SparkSession, config: PeaConfig, version: int) -> ContentCheck:
+    """Compare, for each ingested file, the content silver holds with the content that
+    model ``version``'s predictions were made from, and tell which one is current.
+
+    The file on disk decides: a file scored with ``--input`` after it changed has
+    current predictions; a file ingested again, or changed back to its ingested
+    content, has a current silver. A file that is gone, or matches neither, goes
+    by time: the later of its last ingest and its last prediction.
+    """
+    ingested = ingested_versions(spark, config)
+    predictions_current, silver_current = [], []
+    for path, (hashes, scored_at) in predicted_contents(spark, config, version).items():
+        if path not in ingested or hashes == {ingested[path][0]}:
+            continue
+        silver_sha, ingested_at = ingested[path]
+        try:
+            now = file_sha256(Path(path))
+        except OSError:
+            now = None
+        if now == silver_sha:
+            silver_current.append(path)
+        elif now is not None and hashes == {now}:
+            predictions_current.append(path)
+        elif scored_at > ingested_at:
+            predictions_current.append(path)
+        else:
+            silver_current.append(path)
+    return ContentCheck(sorted(predictions_current), sorted(silver_current))
+
+
+def file_list(paths: list[str]) -> str:
+    """Name up to five of ``paths`` for a log message, and count the rest."""
+    return ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+
+
+def _delete_replaced(spark: SparkSession, config: PeaConfig, version: int,
+                     targets: dict[str, str]) -> None:
+    """Delete the predictions by model ``version`` of each file in ``targets`` that were
+    made from other content than its target hash, with their explanations.
+
+    Lines that the new content no longer has go with them. The explanations go
+    too: their flow keys (path and line number) would name the new content's
+    lines while they explain the old content.
     """
     from delta.tables import DeltaTable
 
-    if not files or not table_exists(config, "predictions"):
+    if not targets or not table_exists(config, "predictions"):
         return
-    old = (F.col("model_version") == version) & F.col("source_file").isin(files)
-    if table_exists(config, "explanations"):
-        keys = read_table(spark, config, "predictions").filter(old).select("flow_key")
-        explanations = DeltaTable.forPath(spark, str(table_path(config, "explanations")))
+    wanted = spark.createDataFrame(list(targets.items()), "source_file string, target string")
+    old = (read_table(spark, config, "predictions").filter(F.col("model_version") == version)
+           .join(F.broadcast(wanted), "source_file")
+           .filter(~F.col("source_sha256").eqNullSafe(F.col("target")))
+           .select("flow_key").distinct().cache())
+    try:
+        if not old.count():
+            return
         condition = f"t.flow_key = s.flow_key AND t.model_version = {int(version)}"
-        (explanations.alias("t").merge(keys.distinct().alias("s"), condition)
-         .whenMatchedDelete().execute())
-    target = DeltaTable.forPath(spark, str(table_path(config, "predictions")))
-    target.delete(old)
+        for name in ("explanations", "predictions"):
+            if table_exists(config, name):
+                target = DeltaTable.forPath(spark, str(table_path(config, name)))
+                (target.alias("t").merge(old.alias("s"), condition)
+                 .whenMatchedDelete().execute())
+    finally:
+        old.unpersist()
+
+
+def _input_flows(spark: SparkSession, config: PeaConfig, inputs: list[str | Path],
+                 version: int, rescore: bool) -> tuple[dict[str, str], DataFrame | None]:
+    """Flows of the CSV files to score: new files, changed files, or all with ``rescore``.
+
+    Returns the content hash of each file to score, and their flows (None when no
+    file is to be scored).
+    """
+    files = find_csv_files(inputs)
+    hashes = {str(f): file_sha256(f) for f in files}
+    done = predicted_contents(spark, config, version)
+    pending = [f for f in files
+               if rescore or done.get(str(f), (set(), None))[0] != {hashes[str(f)]}]
+    if len(pending) < len(files):
+        logger.info("score: %d of %d files were already scored by model v%d with the same "
+                    "content and are skipped (use --rescore to score them again)",
+                    len(files) - len(pending), len(files), version)
+    targets = {str(f): hashes[str(f)] for f in pending}
+    _delete_replaced(spark, config, version, targets)
+    if not pending:
+        return targets, None
+    return targets, with_source_sha256(load_flows(spark, config, pending), targets)
+
+
+def _silver_flows(spark: SparkSession, config: PeaConfig, version: int,
+                  rescore: bool) -> DataFrame:
+    """Silver flows to score: those without a prediction from their silver content."""
+    check = check_contents(spark, config, version)
+    if check.predictions_current:
+        logger.warning("score: %d files were scored with --input after they changed, and their "
+                       "predictions match the files now, so they are kept and silver's earlier "
+                       "lines are not scored: %s. To score silver's lines, ingest the files "
+                       "again and run pea clean first.", len(check.predictions_current),
+                       file_list(check.predictions_current))
+    ingested = current_files(spark, config)
+    _delete_replaced(spark, config, version,
+                     {path: ingested[path] for path in check.silver_current})
+    flows = read_table(spark, config, "silver")
+    if check.predictions_current:
+        flows = flows.filter(~F.col("source_file").isin(check.predictions_current))
+    flows = with_source_sha256(flows, ingested)
+    if not rescore and table_exists(config, "predictions"):
+        done = read_table(spark, config, "predictions").filter(
+            F.col("model_version") == version).select("flow_key")
+        flows = flows.join(done, "flow_key", "left_anti")
+    return flows
 
 
 def score(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | None = None,
           version: int | None = None, rescore: bool = False) -> dict[str, int]:
     """Score flows (CSV ``inputs`` or silver) into ``predictions``, incrementally.
 
-    CSV files are identified by the SHA-256 of their content: a file that model
-    ``version`` already scored with the same content is skipped, and a changed
-    file has its old predictions replaced. Silver flows that already have a
-    prediction by this model are skipped. ``rescore`` scores everything again.
+    Each prediction records the SHA-256 of the file content its line came from.
+    A CSV file whose predictions by model ``version`` were made from its current
+    content is skipped; a changed file has its old predictions and their
+    explanations replaced. Silver flows that already have a prediction from
+    their silver content are skipped, except files scored with ``--input`` after
+    they changed, whose newer predictions are kept. ``rescore`` scores everything
+    again.
 
     Returns
     -------
@@ -220,36 +337,25 @@ def score(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | Non
     start = time.monotonic()
     artifact = latest_artifact(spark, config, version)
     files: list[Path] = []
+    pending: dict[str, str] = {}
     if inputs:
         files = find_csv_files(inputs)
-        done = {} if rescore else _scored_hashes(spark, config, artifact.version)
-        hashes = {str(f): file_sha256(f) for f in files}
-        pending = [f for f in files if done.get(str(f)) != hashes[str(f)]]
-        if len(pending) < len(files):
-            logger.info("score: %d of %d files were already scored by model v%d with the same "
-                        "content and are skipped (use --rescore to score them again)",
-                        len(files) - len(pending), len(files), artifact.version)
-        _delete_predictions(spark, config, artifact.version, [str(f) for f in pending])
-        flows = load_flows(spark, config, pending) if pending else None
+        pending, flows = _input_flows(spark, config, files, artifact.version, rescore)
     else:
-        flows = read_table(spark, config, "silver")
-        if not rescore and table_exists(config, "predictions"):
-            done = read_table(spark, config, "predictions").filter(
-                F.col("model_version") == artifact.version).select("flow_key")
-            flows = flows.join(done, "flow_key", "left_anti")
+        flows = _silver_flows(spark, config, artifact.version, rescore)
     scored = 0
     if flows is not None:
         # Only the columns that scoring reads are cached, about a fifth of a cleaned flow.
-        flows = flows.select("flow_key", "source_file", "line_number", "label",
+        flows = flows.select("flow_key", "source_file", "line_number", "source_sha256", "label",
                              *artifact.features).cache()
         scored = flows.count()
         if scored:
             upsert(score_flows(flows, artifact, config), config, "predictions",
                    ["flow_key", "model_version"])
         flows.unpersist()
-    if files and pending:
+    if pending:
         record = spark.createDataFrame(
-            [(str(f), hashes[str(f)], artifact.version) for f in pending],
+            [(path, sha, artifact.version) for path, sha in pending.items()],
             "source_file string, sha256 string, model_version int",
         ).withColumn("scored_at", F.current_timestamp())
         write_table(record, config, "scored_files", mode="append")

@@ -319,15 +319,52 @@ def test_score_changed_file_replaces_labels_and_explanations(
     keys = spark.createDataFrame(after.reset_index()[["flow_key", "attack_probability"]])
     assert read_table(spark, config, "explanations").join(keys, "flow_key").count() == 0
 
+    every_flow = make_config(config.warehouse_path, f"database={config.database}",
+                             "explain.flows=all")
     with caplog.at_level("WARNING", logger="pea_spark.explain"):
         assert explain(spark, config)["flows"] == 0
+        assert explain(spark, every_flow)["flows"] == 0
     assert f"silver: {path}. Explain them with --input" in caplog.text
+    # Scoring silver again keeps the predictions of the newer content.
+    assert score(spark, config, rescore=True)["scored"] == 0
+    assert score(spark, config, [capture])["scored"] == 0
+    kept = read_table(spark, config, "predictions").filter(F.col("source_file") == path)
+    assert kept.toPandas().set_index("line_number").loc[mirrored.index, "label"].tolist() == (
+        mirrored["label"].tolist())
 
     explained = explain(spark, config, [capture])
     assert explained["flows"] == int(after["is_attack_predicted"].sum())
+    assert _explained_as_scored(spark, config) == explained["flows"]
+
+    # Back to the first order, which silver contains: the predictions are of other
+    # content than the file now, so explain waits for score, which replaces them.
+    capture.write_bytes(b"".join(lines))
+    ingest(spark, config, [capture])
+    clean(spark, config)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pea_spark.explain"):
+        assert explain(spark, config)["flows"] == 0
+    assert "1 files have predictions of other content than silver, which matches" in caplog.text
+    assert score(spark, config)["scored"] == read_table(spark, config, "silver").count()
+    silver = read_table(spark, config, "silver").select("flow_key", "label").toPandas()
+    stored = read_table(spark, config, "predictions").select("flow_key", "label").toPandas()
+    merged = silver.merge(stored, on="flow_key", suffixes=("_silver", "_stored"))
+    assert len(merged) == len(silver)
+    assert merged["label_silver"].tolist() == merged["label_stored"].tolist()
+    assert explain(spark, config)["flows"] == read_table(spark, config, "predictions").filter(
+        "is_attack_predicted = 1").count()
+    assert _explained_as_scored(spark, config) == read_table(
+        spark, config, "explanations").select("flow_key").distinct().count()
+
+
+def _explained_as_scored(spark, config) -> int:
+    """Count the explained flows, checking that each explanation's attack probability
+    equals its flow's prediction."""
     pairs = (read_table(spark, config, "explanations").filter("rank = 1")
-             .join(keys.withColumnRenamed("attack_probability", "scored"), "flow_key")
+             .join(read_table(spark, config, "predictions")
+                   .select("flow_key", "model_version", F.col("attack_probability")
+                           .alias("scored")), ["flow_key", "model_version"], "left")
              .select("attack_probability", "scored").toPandas())
-    assert len(pairs) == explained["flows"]
     assert pairs["attack_probability"].tolist() == pytest.approx(pairs["scored"].tolist(),
                                                                  abs=1e-6)
+    return len(pairs)
