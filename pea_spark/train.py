@@ -368,6 +368,9 @@ def run_horovod_jobs(spark: SparkSession, config: PeaConfig,
     # petastorm 0.13 calls pyarrow APIs that pyarrow 14 marks deprecated, once per
     # reader; the ranks inherit this filter so their logs stay readable.
     env = dict(os.environ, PYTHONWARNINGS="ignore::FutureWarning")
+    python_path = rank_python_path(spark, env.get("PYTHONPATH", ""))
+    if python_path:
+        env["PYTHONPATH"] = python_path
     try:
         for train_df, val_df in pairs:
             converters.append((make_spark_converter(train_df.repartition(shards)),
@@ -383,6 +386,19 @@ def run_horovod_jobs(spark: SparkSession, config: PeaConfig,
     ranks = sorted(results, key=lambda r: r["rank"])
     return [[{"rank": r["rank"], "size": r["size"], "pid": r["pid"], "process": r["process"],
               **r["models"][i]} for r in ranks] for i in range(len(pairs))]
+
+
+def rank_python_path(spark: SparkSession, driver_path: str) -> str:
+    """PYTHONPATH for the Horovod ranks: the ``--py-files`` by file name, then the driver's.
+
+    The ranks get the driver's environment, whose PYTHONPATH names the driver's
+    copy of each ``--py-files`` file, a path that other hosts lack. Each rank runs
+    in its executor's folder, where Spark put that executor's copy, so a bare
+    file name finds it on every host.
+    """
+    shipped = [uri.rstrip("/").rsplit("/", 1)[-1]
+               for uri in spark.conf.get("spark.submit.pyFiles", "").split(",") if uri.strip()]
+    return os.pathsep.join(part for part in [*shipped, driver_path] if part)
 
 
 def run_horovod(spark: SparkSession, config: PeaConfig, train_df: DataFrame,

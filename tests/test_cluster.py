@@ -186,6 +186,10 @@ def test_cluster_start_runs_master_and_two_workers(cluster: Cluster):
     assert urls[0] == f"http://127.0.0.1:{webui_port}"
     assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+", url) for url in urls[1:]), urls
     assert len(set(urls)) == 3
+    # Without the port options the profile names 7077, but status reports the running master.
+    bare = cluster_pea(["--set", f"cluster.folder={cluster.folder}"], "cluster", "status")
+    assert bare.stdout.splitlines()[0] == f"master {cluster.master}"
+    assert f"the running master listens on {cluster.master}, not on" in bare.stderr
 
 
 def test_cluster_start_rejects_port_in_use(cluster: Cluster):
@@ -256,8 +260,13 @@ def test_train_ranks_ran_in_two_executors(cluster: Cluster):
     assert "driver" not in {rank["executor_id"] for rank in ranks}
     assert len({rank["executor_id"] for rank in ranks}) == 2
     assert len({rank["executor_pid"] for rank in ranks}) == 2
+    # Each rank imported pea_spark from its own executor's copy of the --py-files zip.
+    copies = {f"{cluster.folder}/logs/worker-{n}/" for n in (1, 2)}
     for rank in ranks:
-        assert rank["pea_spark_file"].startswith(str(cluster.package)), rank
+        file = rank["pea_spark_file"]
+        assert re.match(r".*/logs/worker-[12]/app-[\d-]+/\d+/pea_spark\.zip/pea_spark/", file), rank
+        assert any(file.startswith(prefix) for prefix in copies), rank
+    assert len({rank["pea_spark_file"] for rank in ranks}) == 2
 
 
 def executor_logs(cluster: Cluster, worker: str) -> list[Path]:
