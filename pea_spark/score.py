@@ -204,13 +204,13 @@ class ContentCheck:
 
 
 def check_contents(spark: SparkSession, config: PeaConfig, version: int) -> ContentCheck:
-    """Compare, for each ingested file, the content silver holds with the content that
+    """Compare, for each ingested file, the content in silver with the content that
     model ``version``'s predictions were made from, and tell which one is current.
 
-    The file on disk decides: a file scored with ``--input`` after it changed has
-    current predictions; a file ingested again, or changed back to its ingested
-    content, has a current silver. A file that is gone, or matches neither, goes
-    by time: the later of its last ingest and its last prediction.
+    The file on disk decides. A file scored with ``--input`` after it changed has
+    current predictions. A file ingested again, or changed back to its ingested
+    content, has a current silver. For a file that is gone, or matches neither,
+    the later of its last ingest and its last prediction is current.
     """
     ingested = ingested_versions(spark, config)
     predictions_current, silver_current = [], []
@@ -251,9 +251,10 @@ def _delete_replaced(spark: SparkSession, config: PeaConfig, version: int,
 
     if not targets or not table_exists(config, "predictions"):
         return
-    wanted = spark.createDataFrame(list(targets.items()), "source_file string, target string")
+    target_hashes = spark.createDataFrame(list(targets.items()),
+                                          "source_file string, target string")
     old = (read_table(spark, config, "predictions").filter(F.col("model_version") == version)
-           .join(F.broadcast(wanted), "source_file")
+           .join(F.broadcast(target_hashes), "source_file")
            .filter(~F.col("source_sha256").eqNullSafe(F.col("target")))
            .select("flow_key").distinct().cache())
     try:
@@ -322,11 +323,11 @@ def score(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | Non
 
     Each prediction records the SHA-256 of the file content its line came from.
     A CSV file whose predictions by model ``version`` were made from its current
-    content is skipped; a changed file has its old predictions and their
+    content is skipped. A changed file has its old predictions and their
     explanations replaced. Silver flows that already have a prediction from
-    their silver content are skipped, except files scored with ``--input`` after
-    they changed, whose newer predictions are kept. ``rescore`` scores everything
-    again.
+    their silver content are skipped. Files scored with ``--input`` after they
+    changed keep those predictions, because they match the file now. ``rescore``
+    scores everything else again.
 
     Returns
     -------

@@ -119,7 +119,7 @@ def create_session(config: PeaConfig) -> SparkSession:
 
 
 def check_master_reachable(master: str) -> None:
-    """Raise ValueError when ``master`` is a standalone master URL that nobody answers.
+    """Raise ValueError when ``master`` is a standalone master URL where no master listens.
 
     Spark would retry for about a minute and then fail with a Py4J traceback.
     """
@@ -132,7 +132,7 @@ def check_master_reachable(master: str) -> None:
             return
     except OSError as error:
         reason = error.strerror or str(error)
-    raise ValueError(f"no Spark master answers at {master} ({reason}): start the cluster "
+    raise ValueError(f"no Spark master listens at {master} ({reason}): start the cluster "
                      f"first (pea --config conf/cluster.yaml cluster start), or run locally "
                      f"with --set spark.master=local[*]")
 

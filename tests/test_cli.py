@@ -85,5 +85,5 @@ def test_cli_unreachable_master_named_before_spark_starts(tmp_path):
     result = run_pea("--warehouse", str(tmp_path / "wh"), "--set",
                      f"spark.master=spark://127.0.0.1:{port}", "sql", "SELECT 1", timeout=60)
     assert result.returncode == 2
-    assert f"no Spark master answers at spark://127.0.0.1:{port}" in result.stderr
+    assert f"no Spark master listens at spark://127.0.0.1:{port}" in result.stderr
     assert "pea --config conf/cluster.yaml cluster start" in result.stderr

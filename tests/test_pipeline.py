@@ -328,8 +328,8 @@ def test_score_changed_file_replaces_labels_and_explanations(
     # Scoring silver again keeps the predictions of the newer content.
     assert score(spark, config, rescore=True)["scored"] == 0
     assert score(spark, config, [capture])["scored"] == 0
-    kept = read_table(spark, config, "predictions").filter(F.col("source_file") == path)
-    assert kept.toPandas().set_index("line_number").loc[mirrored.index, "label"].tolist() == (
+    current = read_table(spark, config, "predictions").filter(F.col("source_file") == path)
+    assert current.toPandas().set_index("line_number").loc[mirrored.index, "label"].tolist() == (
         mirrored["label"].tolist())
 
     explained = explain(spark, config, [capture])
