@@ -35,7 +35,14 @@ from pea_spark.artifact import ModelArtifact, predict_probabilities
 from pea_spark.config import PeaConfig
 from pea_spark.ingest import file_sha256, find_csv_files
 from pea_spark.lime_engine import BatchExplainer, Perturbations
-from pea_spark.score import check_contents, file_list, load_flows, predicted_contents
+from pea_spark.score import (
+    check_contents,
+    count_files,
+    file_list,
+    load_flows,
+    predicted_contents,
+    require_current_silver,
+)
 from pea_spark.session import read_table, table_exists, table_path, write_table
 from pea_spark.train import latest_artifact
 
@@ -244,22 +251,23 @@ def without_changed_files(spark: SparkSession, config: PeaConfig, flows: DataFra
         changed = sorted(str(f) for f in find_csv_files(inputs)
                          if str(f) in predicted and predicted[str(f)][0] != {file_sha256(f)})
         if changed:
-            logger.warning("explain: %d input files changed after pea score scored them, so "
-                           "they are not explained: %s. Score them again first (pea score "
-                           "--input FILE).", len(changed), file_list(changed))
+            logger.warning("explain: skipping %s changed after pea score scored them: %s. "
+                           "Score them again first (pea score --input FILE).",
+                           count_files(len(changed)), file_list(changed))
     else:
+        require_current_silver(spark, config, "explain")
         check = check_contents(spark, config, version)
         changed = check.files
         if check.predictions_current:
-            logger.warning("explain: %d files were scored with --input after they changed, and "
+            logger.warning("explain: skipping %s scored with --input after a change, because "
                            "silver contains their earlier content, so they are not explained "
                            "from silver: %s. Explain them with --input FILE, or ingest them "
-                           "again and run pea clean.", len(check.predictions_current),
+                           "again and run pea clean.", count_files(len(check.predictions_current)),
                            file_list(check.predictions_current))
         if check.silver_current:
-            logger.warning("explain: %d files have predictions of other content than silver, "
-                           "which matches the files now, so they are not explained until pea "
-                           "score scores them again: %s.", len(check.silver_current),
+            logger.warning("explain: skipping %s whose predictions are of other content than "
+                           "silver, which matches the files now, until pea score scores them "
+                           "again: %s.", count_files(len(check.silver_current)),
                            file_list(check.silver_current))
     if not changed:
         return flows
@@ -353,8 +361,8 @@ def explain(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | N
     finally:
         chosen.unpersist()
     result = {"flows": int(counts["flows"]), "rows": int(counts["rows"])}
-    logger.info("explain: %d flows explained with model v%d by the %s engine (%d rows, %s "
-                "flows, %d samples each) in %.1f s", result["flows"], artifact.version,
+    logger.info("explain: %d flows explained with model v%d by the %s engine (%d rows, "
+                "explain.flows %s, %d samples each) in %.1f s", result["flows"], artifact.version,
                 config.explain.engine, result["rows"], config.explain.flows,
                 config.explain.num_samples, time.monotonic() - start)
     return result

@@ -32,7 +32,7 @@ from pea_spark.train import latest_artifact
 
 __all__ = ["load_flows", "attack_probability", "score_flows", "score", "check_contents",
            "predicted_contents", "with_source_sha256", "add_missing_columns", "ContentCheck",
-           "file_list"]
+           "file_list", "count_files", "require_current_silver"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +233,29 @@ def check_contents(spark: SparkSession, config: PeaConfig, version: int) -> Cont
     return ContentCheck(sorted(predictions_current), sorted(silver_current))
 
 
+def require_current_silver(spark: SparkSession, config: PeaConfig, stage: str) -> None:
+    """Raise ValueError when pea ingest loaded files after the last pea clean.
+
+    Silver then holds the lines before that ingest, while ingest_audit already
+    names the new content, so silver flows cannot be matched with their files.
+    """
+    if not (table_exists(config, "clean_summary") and table_exists(config, "ingest_audit")):
+        return
+    cleaned = read_table(spark, config, "clean_summary").agg(F.max("cleaned_at")).first()[0]
+    loaded = (read_table(spark, config, "ingest_audit")
+              .filter(F.col("status").isin("new", "replaced"))
+              .agg(F.max("ingested_at")).first()[0])
+    if cleaned is not None and loaded is not None and loaded > cleaned:
+        raise ValueError(f"silver is older than bronze: pea ingest loaded new or changed files "
+                         f"at {loaded:%Y-%m-%d %H:%M:%S}, after the last pea clean at "
+                         f"{cleaned:%Y-%m-%d %H:%M:%S}; run pea clean first, then pea {stage}")
+
+
+def count_files(count: int) -> str:
+    """Write ``count`` files in words: "1 file", "2 files"."""
+    return "1 file" if count == 1 else f"{count} files"
+
+
 def file_list(paths: list[str]) -> str:
     """Name up to five of ``paths`` for a log message, and count the rest."""
     return ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
@@ -283,8 +306,8 @@ def _input_flows(spark: SparkSession, config: PeaConfig, inputs: list[str | Path
     pending = [f for f in files
                if rescore or done.get(str(f), (set(), None))[0] != {hashes[str(f)]}]
     if len(pending) < len(files):
-        logger.info("score: %d of %d files were already scored by model v%d with the same "
-                    "content and are skipped (use --rescore to score them again)",
+        logger.info("score: skipping %d of %d input files, which model v%d already scored "
+                    "with the same content (use --rescore to score them again)",
                     len(files) - len(pending), len(files), version)
     targets = {str(f): hashes[str(f)] for f in pending}
     _delete_replaced(spark, config, version, targets)
@@ -296,12 +319,14 @@ def _input_flows(spark: SparkSession, config: PeaConfig, inputs: list[str | Path
 def _silver_flows(spark: SparkSession, config: PeaConfig, version: int,
                   rescore: bool) -> DataFrame:
     """Silver flows to score: those without a prediction from their silver content."""
+    require_current_silver(spark, config, "score")
     check = check_contents(spark, config, version)
     if check.predictions_current:
-        logger.warning("score: %d files were scored with --input after they changed, and their "
-                       "predictions match the files now, so they are kept and silver's earlier "
-                       "lines are not scored: %s. To score silver's lines, ingest the files "
-                       "again and run pea clean first.", len(check.predictions_current),
+        logger.warning("score: keeping the predictions of %s scored with --input after a "
+                       "change, because they match the files now; silver's earlier lines of "
+                       "them are not scored: %s. To score silver's lines, ingest the files "
+                       "again and run pea clean first.",
+                       count_files(len(check.predictions_current)),
                        file_list(check.predictions_current))
     ingested = current_files(spark, config)
     _delete_replaced(spark, config, version,

@@ -344,7 +344,7 @@ def test_score_changed_file_replaces_labels_and_explanations(
     caplog.clear()
     with caplog.at_level("WARNING", logger="pea_spark.explain"):
         assert explain(spark, config)["flows"] == 0
-    assert "1 files have predictions of other content than silver, which matches" in caplog.text
+    assert "skipping 1 file whose predictions are of other content than silver" in caplog.text
     assert score(spark, config)["scored"] == read_table(spark, config, "silver").count()
     silver = read_table(spark, config, "silver").select("flow_key", "label").toPandas()
     stored = read_table(spark, config, "predictions").select("flow_key", "label").toPandas()
@@ -355,6 +355,13 @@ def test_score_changed_file_replaces_labels_and_explanations(
         "is_attack_predicted = 1").count()
     assert _explained_as_scored(spark, config) == read_table(
         spark, config, "explanations").select("flow_key").distinct().count()
+
+    # A changed file ingested without pea clean: silver is older than bronze.
+    capture.write_bytes(lines[0] + b"".join(reversed(lines[1:])))
+    ingest(spark, config, [capture])
+    for stage in (score, explain):
+        with pytest.raises(ValueError, match="silver is older than bronze: pea ingest loaded"):
+            stage(spark, config)
 
 
 def _explained_as_scored(spark, config) -> int:
