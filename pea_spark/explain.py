@@ -239,17 +239,18 @@ def _explain_rows_batch(artifact: ModelArtifact, model: Any, raw: np.ndarray, ke
 
 
 def without_changed_files(spark: SparkSession, config: PeaConfig, flows: DataFrame,
-                          inputs: list[str | Path] | None, version: int) -> DataFrame:
+                          hashes: dict[str, str] | None, version: int) -> DataFrame:
     """Drop the flows of files whose predictions by model ``version`` were made from
     other content than ``flows`` were read from, and name those files in a warning.
 
-    ``flow_key`` is the path and line number, so an explanation of such a line
-    would be stored next to a prediction of a different line.
+    ``hashes`` maps each input file to its SHA-256, and is None when ``flows``
+    come from silver. ``flow_key`` is the path and line number, so an explanation
+    of such a line would be stored next to a prediction of a different line.
     """
-    if inputs:
+    if hashes is not None:
         predicted = predicted_contents(spark, config, version)
-        changed = sorted(str(f) for f in find_csv_files(inputs)
-                         if str(f) in predicted and predicted[str(f)][0] != {file_sha256(f)})
+        changed = sorted(path for path, sha in hashes.items()
+                         if path in predicted and predicted[path][0] != {sha})
         if changed:
             logger.warning("explain: skipping %s changed after pea score scored them: %s. "
                            "Score them again first (pea score --input FILE).",
@@ -344,8 +345,11 @@ def explain(spark: SparkSession, config: PeaConfig, inputs: list[str | Path] | N
     """
     start = time.monotonic()
     artifact = latest_artifact(spark, config, version)
-    flows = without_changed_files(spark, config, load_flows(spark, config, inputs), inputs,
-                                  artifact.version).select("flow_key", *artifact.features)
+    # Each input file is hashed once, for both the bronze check and the content check.
+    hashes = {str(f): file_sha256(f) for f in find_csv_files(inputs)} if inputs else None
+    flows = load_flows(spark, config, inputs, hashes=hashes)
+    flows = without_changed_files(spark, config, flows, hashes, artifact.version)
+    flows = flows.select("flow_key", *artifact.features)
     # The chosen flows are cached, so that the inputs are read once for the
     # explanations and the count of written rows.
     chosen = choose_flows(spark, config, flows, artifact).persist()

@@ -46,15 +46,18 @@ PREDICTION_COLUMNS = ["flow_key", "source_file", "line_number", "source_sha256",
 
 
 def load_flows(spark: SparkSession, config: PeaConfig,
-               inputs: list[str | Path] | None, reuse_bronze: bool = True) -> DataFrame:
+               inputs: list[str | Path] | None, reuse_bronze: bool = True,
+               hashes: dict[str, str] | None = None) -> DataFrame:
     """Flows to score: cleaned rows of the CSV ``inputs``, or the silver table when None.
 
     CSV rows are cleaned with the same policy as training but duplicates are
     kept, so every input flow gets a prediction. A file that ``pea ingest``
     loaded with the same content (path and SHA-256) is read from ``bronze``,
     which contains exactly its loaded lines, instead of being parsed again. Set
-    ``reuse_bronze`` to False to parse every file. Lines of parsed files that
-    cannot be loaded go to the quarantine table, as in ``pea ingest``.
+    ``reuse_bronze`` to False to parse every file. ``hashes`` maps file paths to
+    SHA-256 values the caller already computed, so large files are read once.
+    Lines of parsed files that cannot be loaded go to the quarantine table, as in
+    ``pea ingest``.
     """
     if not inputs:
         return read_table(spark, config, "silver")
@@ -63,7 +66,7 @@ def load_flows(spark: SparkSession, config: PeaConfig,
     if reuse_bronze:
         current = current_files(spark, config)
         ingested = [str(f) for f in files
-                    if str(f) in current and current[str(f)] == file_sha256(f)]
+                    if str(f) in current and current[str(f)] == _sha256_of(f, hashes)]
     parts = []
     if ingested:
         logger.info("%d of %d input files are read from bronze, where pea ingest loaded them "
@@ -83,6 +86,13 @@ def load_flows(spark: SparkSession, config: PeaConfig,
         loaded = parsed.filter(F.col("status") == "loaded").drop("status", "reason", "raw_line")
         parts.append(clean_flows(loaded))
     return parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+
+
+def _sha256_of(path: Path, hashes: dict[str, str] | None) -> str:
+    """Return the content hash of ``path`` from ``hashes``, or compute it when absent."""
+    if hashes and str(path) in hashes:
+        return hashes[str(path)]
+    return file_sha256(path)
 
 
 def attack_probability(artifact: ModelArtifact, batch_size: int, threads: int = 1) -> Column:
@@ -203,16 +213,19 @@ class ContentCheck:
         return sorted(self.predictions_current + self.silver_current)
 
 
-def check_contents(spark: SparkSession, config: PeaConfig, version: int) -> ContentCheck:
+def check_contents(spark: SparkSession, config: PeaConfig, version: int,
+                   ingested: dict[str, tuple[str, datetime]] | None = None) -> ContentCheck:
     """Compare, for each ingested file, the content in silver with the content that
     model ``version``'s predictions were made from, and tell which one is current.
 
     The file on disk decides. A file scored with ``--input`` after it changed has
     current predictions. A file ingested again, or changed back to its ingested
     content, has a current silver. For a file that is gone, or matches neither,
-    the later of its last ingest and its last prediction is current.
+    the later of its last ingest and its last prediction is current. ``ingested``
+    is :func:`ingested_versions`, when the caller has read it already.
     """
-    ingested = ingested_versions(spark, config)
+    if ingested is None:
+        ingested = ingested_versions(spark, config)
     predictions_current, silver_current = [], []
     for path, (hashes, scored_at) in predicted_contents(spark, config, version).items():
         if path not in ingested or hashes == {ingested[path][0]}:
@@ -313,14 +326,16 @@ def _input_flows(spark: SparkSession, config: PeaConfig, inputs: list[str | Path
     _delete_replaced(spark, config, version, targets)
     if not pending:
         return targets, None
-    return targets, with_source_sha256(load_flows(spark, config, pending), targets)
+    return targets, with_source_sha256(load_flows(spark, config, pending, hashes=targets),
+                                       targets)
 
 
 def _silver_flows(spark: SparkSession, config: PeaConfig, version: int,
                   rescore: bool) -> DataFrame:
     """Silver flows to score: those without a prediction from their silver content."""
     require_current_silver(spark, config, "score")
-    check = check_contents(spark, config, version)
+    versions = ingested_versions(spark, config)
+    check = check_contents(spark, config, version, versions)
     if check.predictions_current:
         logger.warning("score: keeping the predictions of %s scored with --input after a "
                        "change, because they match the files now; silver's earlier lines of "
@@ -328,7 +343,7 @@ def _silver_flows(spark: SparkSession, config: PeaConfig, version: int,
                        "again and run pea clean first.",
                        count_files(len(check.predictions_current)),
                        file_list(check.predictions_current))
-    ingested = current_files(spark, config)
+    ingested = {path: sha for path, (sha, _) in versions.items()}
     _delete_replaced(spark, config, version,
                      {path: ingested[path] for path in check.silver_current})
     flows = read_table(spark, config, "silver")
