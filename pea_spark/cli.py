@@ -126,12 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Spark's DataFrame.take reads one row more than --limit, and takes a 32-bit count.
+# run_query takes --limit + 1 rows to tell whether more exist, and Spark's take accepts
+# a 32-bit count (2**31 - 1 failed with a Py4J error).
 MAX_ROW_LIMIT = 2**31 - 2
 
 
 def _row_limit(text: str) -> int:
-    """argparse type of ``pea sql --limit``: 0 for all rows, or a positive count."""
+    """Parse ``pea sql --limit``: 0 for all rows, or a positive count."""
     try:
         value = int(text)
     except ValueError:

@@ -138,8 +138,8 @@ def _check_ports(settings: ClusterSettings) -> None:
     if settings.worker_webui_port:
         ports += [("cluster.worker_webui_port", settings.worker_webui_port + i)
                   for i in range(settings.workers)]
-    # Spark would move a second web UI to the next free port without a word, and a
-    # master port shared with a UI fails later with a less clear error.
+    # Spark silently moves a second web UI to the next free port, and a master port
+    # shared with a UI fails later with a less clear error.
     owners: dict[int, str] = {}
     for key, port in ports:
         if port and port in owners:
@@ -327,7 +327,7 @@ def _stop_group(name: str, pgid: int) -> None:
 
 
 def _web_ui(settings: ClusterSettings, log: Path) -> str | None:
-    """URL of the web UI that the daemon writing ``log`` started last, from its log.
+    """Return the URL of the web UI that the daemon writing ``log`` started last.
 
     The log names the port that the UI was bound to, which is the only record of
     it when the setting is 0 (any free port).
@@ -352,7 +352,7 @@ def cluster_status(settings: ClusterSettings) -> list[DaemonStatus]:
 
 
 def running_master_url(settings: ClusterSettings) -> str | None:
-    """URL of the master that this cluster folder's master logged at its last start."""
+    """Return the URL that this cluster folder's master logged at its last start."""
     log = _folder(settings) / "logs" / "master.log"
     if not log.is_file():
         return None
@@ -361,8 +361,8 @@ def running_master_url(settings: ClusterSettings) -> str | None:
 
 
 def master_mismatch(settings: ClusterSettings, spark_master: str) -> str | None:
-    """Say how to fix ``spark.master`` when it names another standalone master than this
-    cluster's, or return None. ``pea`` commands of the profile would not reach the cluster."""
+    """Return a message with the fix when ``spark.master`` names another standalone master
+    than this cluster's, else None, because ``pea`` commands would not reach the cluster."""
     url = master_url(settings)
     if not spark_master.startswith("spark://") or spark_master == url:
         return None

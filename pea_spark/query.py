@@ -125,8 +125,11 @@ def format_table(columns: Sequence[str], rows: Sequence[Row]) -> str:
 
 
 def display_width(text: str) -> int:
-    """Terminal columns that ``text`` takes: 2 for East Asian wide and full-width
-    characters, 0 for combining marks and zero-width characters, 1 for others."""
+    """Return the terminal columns that ``text`` takes: 2 for East Asian wide and
+    full-width characters, 0 for combining marks and zero-width characters, 1 for others.
+    """
+    # NOTE: emoji sequences joined by U+200D, or with U+FE0F, count as the sum of their
+    # characters, which differs from the 2 columns that most terminals draw.
     width = 0
     for char in text:
         if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
@@ -211,7 +214,7 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "toJson"):
         return json.loads(value.toJson())
     if isinstance(value, float) and not math.isfinite(value):
-        # Strict JSON has no NaN or Infinity; strings keep them distinct from NULL.
+        # Strict JSON has no NaN or Infinity, so strings keep them distinct from NULL.
         return _text(value)
     return value
 

@@ -170,7 +170,7 @@ def add_missing_columns(df: DataFrame, config: PeaConfig, name: str) -> None:
         return
     columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in missing)
     spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
-    logger.warning("%s.%s gained the columns %s; rows written before hold NULL there until "
+    logger.warning("%s.%s gained the columns %s; rows written before contain NULL there until "
                    "they are written again (pea score --rescore)", config.database, name,
                    ", ".join(field.name for field in missing))
 
@@ -184,8 +184,8 @@ def with_source_sha256(flows: DataFrame, hashes: dict[str, str]) -> DataFrame:
 
 def predicted_contents(spark: SparkSession, config: PeaConfig,
                        version: int) -> dict[str, tuple[set[str], datetime]]:
-    """For each file with predictions by model ``version``: the content hashes they were
-    made from and the time of the last one.
+    """Return, for each file with predictions by model ``version``, the content hashes
+    they were made from and the time of the last one.
 
     Predictions written before ``source_sha256`` existed count as the hash ``""``,
     which matches no file.
@@ -249,8 +249,8 @@ def check_contents(spark: SparkSession, config: PeaConfig, version: int,
 def require_current_silver(spark: SparkSession, config: PeaConfig, stage: str) -> None:
     """Raise ValueError when pea ingest loaded files after the last pea clean.
 
-    Silver then holds the lines before that ingest, while ingest_audit already
-    names the new content, so silver flows cannot be matched with their files.
+    Silver then contains the lines from before that ingest, while ingest_audit
+    already names the new content, so silver flows cannot be matched with their files.
     """
     if not (table_exists(config, "clean_summary") and table_exists(config, "ingest_audit")):
         return
@@ -308,10 +308,10 @@ def _delete_replaced(spark: SparkSession, config: PeaConfig, version: int,
 
 def _input_flows(spark: SparkSession, config: PeaConfig, inputs: list[str | Path],
                  version: int, rescore: bool) -> tuple[dict[str, str], DataFrame | None]:
-    """Flows of the CSV files to score: new files, changed files, or all with ``rescore``.
+    """Return the CSV files to score, with their content hashes, and their flows.
 
-    Returns the content hash of each file to score, and their flows (None when no
-    file is to be scored).
+    A file is scored when it is new, changed, or ``rescore`` is set. The flows
+    are None when no file is to be scored.
     """
     files = find_csv_files(inputs)
     hashes = {str(f): file_sha256(f) for f in files}
@@ -332,7 +332,7 @@ def _input_flows(spark: SparkSession, config: PeaConfig, inputs: list[str | Path
 
 def _silver_flows(spark: SparkSession, config: PeaConfig, version: int,
                   rescore: bool) -> DataFrame:
-    """Silver flows to score: those without a prediction from their silver content."""
+    """Return the silver flows that have no prediction from their silver content."""
     require_current_silver(spark, config, "score")
     versions = ingested_versions(spark, config)
     check = check_contents(spark, config, version, versions)

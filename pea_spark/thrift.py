@@ -172,7 +172,7 @@ def serve_sql(spark: SparkSession, config: PeaConfig, host: str, port: int,
             logger.info("serve-sql: stopping on a signal")
         finally:
             server.stop()
-            # Another server may have taken over the file since; leave its pid alone.
+            # Another server may have taken over the file since, so only this pid is removed.
             if pid_file is not None and _reads_pid(Path(pid_file), os.getpid()):
                 Path(pid_file).unlink(missing_ok=True)
             logger.info("serve-sql: stopped after %.1f s", time.monotonic() - start)

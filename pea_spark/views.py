@@ -28,7 +28,7 @@ VIEW_SOURCES: dict[str, tuple[str, ...]] = {
     "attack_counts": ("predictions",),
 }
 VIEWS = tuple(VIEW_SOURCES)
-# View property holding a digest of the view's SQL, to tell when it must be replaced.
+# View property that contains a digest of the view's SQL, to tell when it must be replaced.
 _DIGEST_PROPERTY = "pea.definition_sha256"
 
 

@@ -78,7 +78,7 @@ def test_cli_sql_negative_limit_rejected(tmp_path):
     assert "invalid row count 2147483647: at most 2,147,483,646" in result.stderr
 
 
-def test_cli_unreachable_master_named_before_spark_starts(tmp_path):
+def test_cli_unreachable_master_named(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -161,7 +161,7 @@ def test_cluster_start_rejects_overlapping_ports(tmp_path: Path):
         assert not list(tmp_path.glob("*.pid"))
 
 
-def test_cluster_status_names_master_setting_that_misses_cluster(tmp_path: Path):
+def test_cluster_status_warns_master_mismatch(tmp_path: Path):
     options = ["--set", f"cluster.folder={tmp_path}", "--set", "cluster.master_port=7177"]
     result = cluster_pea(options, "cluster", "status")
 
@@ -209,7 +209,7 @@ def readme_cluster_block() -> str:
     return section.split("```bash\n", 1)[1].split("```", 1)[0]
 
 
-def test_readme_cluster_section_runs_the_tested_jobs():
+def test_readme_cluster_block_matches_jobs():
     block = readme_cluster_block()
     loop = re.search(r"^for job in (.+); do$", block, re.MULTILINE)
     assert loop and loop.group(1).split() == CLUSTER_JOBS

@@ -280,7 +280,7 @@ def test_explain_fewer_features_replaces_ranks(spark, pipeline, real_subset):
     assert {r["rank"]: r["count"] for r in ranks} == {1: result["flows"], 2: result["flows"]}
 
 
-def test_score_changed_file_replaces_labels_and_explanations(
+def test_changed_file_rescored_consistently(
         spark, trained_subset, real_data, tmp_path, caplog):
     from pea_spark.clean import clean
     from pea_spark.ingest import ingest

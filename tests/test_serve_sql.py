@@ -158,7 +158,7 @@ def test_serve_sql_lists_tables_and_views(explained_subset, server):
             "attack_top_features_by_file", "attack_top_features_by_day"} <= names
 
 
-def test_serve_sql_rejects_pid_file_of_running_server(explained_subset, server):
+def test_serve_sql_rejects_running_pid_file(explained_subset, server):
     running, _, pid_file = server
     result = run_pea("--warehouse", str(explained_subset.warehouse_path), "serve-sql",
                      "--port", str(_free_port()), "--pid-file", str(pid_file), timeout=120)
@@ -167,7 +167,7 @@ def test_serve_sql_rejects_pid_file_of_running_server(explained_subset, server):
     assert pid_file.read_text().strip() == str(running.process.pid)
 
 
-def test_check_pid_file_removes_file_of_stopped_server(tmp_path):
+def test_check_pid_file_removes_stale(tmp_path):
     from pea_spark.thrift import check_pid_file
 
     stopped = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -210,7 +210,7 @@ def test_serve_sql_port_taken(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_serve_sql_pid_file_checked_before_spark(tmp_path):
+def test_serve_sql_checks_pid_file_early(tmp_path):
     cases = {
         str(tmp_path / "missing" / "serve.pid"): f"folder {tmp_path / 'missing'} does not exist",
         str(tmp_path): "is a folder: give a file name",

@@ -250,7 +250,7 @@ def test_format_table_escapes_control_characters():
     assert text.splitlines()[3] == "| \\x1b[2J\\x1b[31mEVIL\\x07 a\\u2028b\\x85 |"
 
 
-def test_run_query_json_rejects_repeated_column_names(spark, tmp_path):
+def test_json_rejects_repeated_columns(spark, tmp_path):
     config = make_config(tmp_path / "wh")
     with pytest.raises(QueryError) as raised:
         run_query(spark, config, "SELECT 1 AS a, 2 AS a, 3 AS b", io.StringIO(), fmt="json")
@@ -261,7 +261,7 @@ def test_run_query_json_rejects_repeated_column_names(spark, tmp_path):
     assert as_csv.getvalue() == "a,a\n1,2\n"
 
 
-def test_run_query_intervals_and_variants(spark, tmp_path):
+def test_query_intervals_and_variants(spark, tmp_path):
     config = make_config(tmp_path / "wh")
     query = ("SELECT INTERVAL '1 02:03:04.5' DAY TO SECOND AS took, "
              "parse_json('{\"ports\": [80, 443]}') AS doc, map(true, 1) AS flags")
