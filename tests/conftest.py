@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from itertools import count
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,8 +29,6 @@ REAL_FILES = [ML_FILE, WEB_FILE, GROUPED_FILE]
 # Every SUBSET_STRIDE-th data line of each real file goes into the small real subset.
 SUBSET_STRIDE = 12
 SEED = 42
-
-_databases = count()
 
 
 def require_shared_data() -> Path:
@@ -91,7 +89,9 @@ def unlabelled_subset(real_data: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def make_config(warehouse: Path, *overrides: str) -> PeaConfig:
     """Test configuration: a fresh catalog database per call, small and fast settings."""
-    database = f"t{next(_databases)}"
+    # pytest imports this file as both ``conftest`` and ``tests.conftest``, so a counter
+    # here would exist twice and repeat names; a random name is unique in the catalog.
+    database = f"t{uuid.uuid4().hex[:12]}"
     return load_config(None, [
         f"warehouse={warehouse}", f"database={database}", f"seed={SEED}",
         "spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=3g",
